@@ -1,0 +1,57 @@
+"""FastAPI dependency aliases shared by every commerce router."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+
+from cartwise.platform.auth import (
+    AdminDep,
+    OptionalPrincipalDep,
+    PrincipalDep,
+    StaffDep,
+)
+from cartwise.platform.cache import JsonCache
+from cartwise.platform.db import SessionDep
+from cartwise.platform.settings import Settings
+from cartwise.platform.storage import Storage
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _redis(request: Request) -> redis.Redis:
+    client: redis.Redis = request.app.state.redis
+    return client
+
+
+def _storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def _cache(request: Request) -> JsonCache:
+    cache: JsonCache = request.app.state.cache
+    return cache
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RedisDep = Annotated[redis.Redis, Depends(_redis)]
+StorageDep = Annotated[Storage, Depends(_storage)]
+CacheDep = Annotated[JsonCache, Depends(_cache)]
+
+__all__ = [
+    "AdminDep",
+    "CacheDep",
+    "OptionalPrincipalDep",
+    "PrincipalDep",
+    "RedisDep",
+    "SessionDep",
+    "SettingsDep",
+    "StaffDep",
+    "StorageDep",
+]

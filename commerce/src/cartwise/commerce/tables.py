@@ -1,0 +1,19 @@
+"""Import every table module so ``SQLModel.metadata`` is complete (Alembic, tests)."""
+
+from sqlmodel import SQLModel
+
+from cartwise.commerce.carts import models as _carts
+from cartwise.commerce.catalog import models as _catalog
+from cartwise.commerce.customers import models as _customers
+from cartwise.commerce.inventory import models as _inventory
+from cartwise.commerce.orders import models as _orders
+from cartwise.commerce.outbox import models as _outbox
+from cartwise.commerce.payments import models as _payments
+from cartwise.commerce.vouchers import models as _vouchers
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "_carts", "_catalog", "_customers", "_inventory", "_orders", "_outbox", "_payments",
+    "_vouchers", "metadata",
+]

@@ -1,0 +1,1 @@
+"""Cartwise platform core: settings, database, Redis, storage, auth, protection, errors, logging."""

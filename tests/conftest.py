@@ -1,0 +1,206 @@
+"""Shared fixtures: real PostgreSQL and Redis, per-test SQLite, the app and its clients."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlmodel import Session
+
+os.environ.setdefault("CARTWISE_ENV", "test")
+
+PG_ADMIN_DSN = os.environ.get("CARTWISE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("CARTWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def _pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{dbname}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this session's own, dropped afterwards; yields its URL."""
+    name = f"cartwise_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _pg_url(name)
+    from cartwise.commerce.tables import metadata
+    from cartwise.platform.db import make_engine
+
+    engine = make_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    yield url
+    from cartwise.platform.db import dispose_engines
+
+    dispose_engines()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis, on a test-only database index, flushed before each test."""
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()
+
+
+def _truncate_all(url: str) -> None:
+    from cartwise.commerce.tables import metadata
+    from cartwise.platform.db import get_engine
+    from cartwise.platform.settings import Settings
+
+    engine = get_engine(Settings(database_url=url))
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cartwise.db'}"
+        from cartwise.commerce.tables import metadata
+        from cartwise.platform.db import make_engine
+
+        engine = make_engine(url)
+        metadata.create_all(engine)
+        engine.dispose()
+        return url
+    url: str = request.getfixturevalue("pg_database")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_url: str) -> Callable[..., Any]:
+    """Build test settings (real Redis, files under tmp_path) with overrides."""
+    from cartwise.platform.settings import Settings
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "env": "test",
+            "var_dir": tmp_path / "var",
+            "redis_url": redis_url,
+            "rate_limit_per_minute": 100_000,
+            "auth_rate_limit_per_minute": 100_000,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Any], db_url: str) -> Any:
+    """Settings for the current database backend."""
+    return make_settings(database_url=db_url)
+
+
+@pytest.fixture
+def app(settings: Any) -> Iterator[FastAPI]:
+    """The commerce app on the current backend."""
+    from cartwise.commerce import create_app
+
+    application = create_app(settings)
+    yield application
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """An HTTP client on the app (problem documents instead of raised errors)."""
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def session(app: FastAPI) -> Iterator[Session]:
+    """A database session on the app's engine, for arranging and checking state."""
+    with Session(app.state.engine, expire_on_commit=False) as s:
+        yield s
+
+
+_HASH_CACHE: dict[str, str] = {}
+
+
+@dataclass
+class Account:
+    """A user with a valid access token."""
+
+    id: int
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(app: FastAPI) -> Callable[..., Account]:
+    """Create a user straight in the database (argon2 hashes cached) and issue a token."""
+    from cartwise.commerce.customers.models import User
+    from cartwise.platform.auth import Role, hash_password, issue_access_token
+
+    def build(role: str = "customer", email: str | None = None,
+              password: str = "correct-horse-1") -> Account:
+        email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.com"
+        if password not in _HASH_CACHE:
+            _HASH_CACHE[password] = hash_password(password)
+        with Session(app.state.engine) as s:
+            user = User(email=email, hashed_password=_HASH_CACHE[password], role=Role(role))
+            s.add(user)
+            s.commit()
+            s.refresh(user)
+            assert user.id is not None
+            token = issue_access_token(app.state.settings, user.id, Role(role)).token
+            return Account(user.id, email, password, role, token)
+
+    return build
+
+
+@pytest.fixture
+def customer(make_user: Callable[..., Account]) -> Account:
+    """A signed-in customer."""
+    return make_user("customer")
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., Account]) -> Account:
+    """A signed-in member of staff."""
+    return make_user("staff")
+
+
+@pytest.fixture
+def admin(make_user: Callable[..., Account]) -> Account:
+    """A signed-in admin."""
+    return make_user("admin")
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    """Check that a response is a problem document with the given status."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    return body
