@@ -19,7 +19,9 @@ from sqlmodel import Session
 
 os.environ.setdefault("CARTWISE_ENV", "test")
 
-PG_ADMIN_DSN = os.environ.get("CARTWISE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "CARTWISE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_TEST_URL = os.environ.get("CARTWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
@@ -114,12 +116,11 @@ def settings(make_settings: Callable[..., Any], db_url: str) -> Any:
 
 
 @pytest.fixture
-def app(settings: Any) -> Iterator[FastAPI]:
+def app(settings: Any) -> FastAPI:
     """The commerce app on the current backend."""
     from cartwise.commerce import create_app
 
-    application = create_app(settings)
-    yield application
+    return create_app(settings)
 
 
 @pytest.fixture
@@ -161,8 +162,9 @@ def make_user(app: FastAPI) -> Callable[..., Account]:
     from cartwise.commerce.customers.models import User
     from cartwise.platform.auth import Role, hash_password, issue_access_token
 
-    def build(role: str = "customer", email: str | None = None,
-              password: str = "correct-horse-1") -> Account:
+    def build(
+        role: str = "customer", email: str | None = None, password: str = "correct-horse-1"
+    ) -> Account:
         email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.com"
         if password not in _HASH_CACHE:
             _HASH_CACHE[password] = hash_password(password)

@@ -26,8 +26,11 @@ Authenticate with `POST /api/v1/auth/token` (OAuth2 password form) and send
 `Authorization: Bearer <access_token>`. Guest carts are reached with `X-Cart-Token`.
 """
 
-AUTH_ROUTE_LIMITS = ("POST:/api/v1/auth/token", "POST:/api/v1/auth/register",
-                     "POST:/api/v1/auth/refresh")
+AUTH_ROUTE_LIMITS = (
+    "POST:/api/v1/auth/token",
+    "POST:/api/v1/auth/register",
+    "POST:/api/v1/auth/refresh",
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,8 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from cartwise.commerce.vouchers.routes import router as vouchers_router
 
     app.include_router(health.router)
-    for router in (auth_router, users_router, catalog_router, inventory_router, carts_router,
-                   orders_router, payments_router, vouchers_router):
+    for router in (
+        auth_router,
+        users_router,
+        catalog_router,
+        inventory_router,
+        carts_router,
+        orders_router,
+        payments_router,
+        vouchers_router,
+    ):
         app.include_router(router)
 
     if isinstance(app.state.storage, LocalStorage):
@@ -77,8 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Cart-Token",
-                       "X-Cart-Id", "X-Request-Id", "If-None-Match"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "X-Cart-Token",
+            "X-Cart-Id",
+            "X-Request-Id",
+            "If-None-Match",
+        ],
         expose_headers=["X-Request-Id", "ETag", "Retry-After"],
     )
     app.add_middleware(
@@ -94,8 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                         routes=app.routes)
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = {
         "type": "object",
         "title": "Problem",

@@ -14,6 +14,13 @@ from cartwise.commerce.vouchers import models as _vouchers
 metadata = SQLModel.metadata
 
 __all__ = [
-    "_carts", "_catalog", "_customers", "_inventory", "_orders", "_outbox", "_payments",
-    "_vouchers", "metadata",
+    "_carts",
+    "_catalog",
+    "_customers",
+    "_inventory",
+    "_orders",
+    "_outbox",
+    "_payments",
+    "_vouchers",
+    "metadata",
 ]

@@ -42,4 +42,5 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        result: datetime = value
+        return result.replace(tzinfo=UTC) if value.tzinfo is None else result.astimezone(UTC)

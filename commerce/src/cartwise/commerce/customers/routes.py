@@ -47,24 +47,32 @@ def login(
         from cartwise.commerce.carts.service import merge_guest_cart
 
         assert user.id is not None
-        merge_guest_cart(session=session, settings=settings, user_id=user.id,
-                         cart_id=x_cart_id, token=x_cart_token)
+        merge_guest_cart(
+            session=session,
+            settings=settings,
+            user_id=user.id,
+            cart_id=x_cart_id,
+            token=x_cart_token,
+        )
     return service.issue_tokens(session=session, settings=settings, user=user)
 
 
 @auth_router.post("/refresh", response_model=TokenPair)
 def refresh(data: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     """Rotate a refresh token into a new token pair."""
-    return service.rotate_refresh_token(session=session, settings=settings,
-                                        token=data.refresh_token)
+    return service.rotate_refresh_token(
+        session=session, settings=settings, token=data.refresh_token
+    )
 
 
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(data: RefreshRequest, principal: PrincipalDep, session: SessionDep,
-           settings: SettingsDep) -> None:
+def logout(
+    data: RefreshRequest, principal: PrincipalDep, session: SessionDep, settings: SettingsDep
+) -> None:
     """Revoke a refresh token (and its rotation family)."""
-    service.revoke_refresh_token(session=session, settings=settings, token=data.refresh_token,
-                                 user_id=principal.subject)
+    service.revoke_refresh_token(
+        session=session, settings=settings, token=data.refresh_token, user_id=principal.subject
+    )
 
 
 def _me(session: SessionDep, principal: PrincipalDep) -> User:
@@ -92,14 +100,18 @@ def update_me(data: UserUpdate, user: MeDep, session: SessionDep) -> User:
 @users_router.get("/me/addresses", response_model=list[AddressPublic])
 def list_my_addresses(principal: PrincipalDep, session: SessionDep) -> list[AddressPublic]:
     """The signed-in user's addresses."""
-    return [AddressPublic.model_validate(a, from_attributes=True)
-            for a in service.list_addresses(session=session, user_id=principal.subject)]
+    return [
+        AddressPublic.model_validate(a, from_attributes=True)
+        for a in service.list_addresses(session=session, user_id=principal.subject)
+    ]
 
 
-@users_router.post("/me/addresses", response_model=AddressPublic,
-                   status_code=status.HTTP_201_CREATED)
-def add_my_address(data: AddressCreate, principal: PrincipalDep,
-                   session: SessionDep) -> AddressPublic:
+@users_router.post(
+    "/me/addresses", response_model=AddressPublic, status_code=status.HTTP_201_CREATED
+)
+def add_my_address(
+    data: AddressCreate, principal: PrincipalDep, session: SessionDep
+) -> AddressPublic:
     """Save an address for the signed-in user."""
     address = service.add_address(session=session, user_id=principal.subject, data=data)
     return AddressPublic.model_validate(address, from_attributes=True)

@@ -45,8 +45,12 @@ def create_user(*, session: Session, data: UserCreate, role: Role = Role.custome
     email = normalize_email(str(data.email))
     if get_user_by_email(session=session, email=email) is not None:
         raise Conflict("An account with this email already exists.", slug="email-taken")
-    user = User(email=email, full_name=data.full_name.strip(),
-                hashed_password=hash_password(data.password), role=role)
+    user = User(
+        email=email,
+        full_name=data.full_name.strip(),
+        hashed_password=hash_password(data.password),
+        role=role,
+    )
     session.add(user)
     try:
         session.commit()
@@ -78,18 +82,28 @@ def authenticate(*, session: Session, email: str, password: str) -> User:
     return user
 
 
-def issue_tokens(*, session: Session, settings: Settings, user: User,
-                 family: str | None = None) -> TokenPair:
+def issue_tokens(
+    *, session: Session, settings: Settings, user: User, family: str | None = None
+) -> TokenPair:
     """A new access/refresh pair; the refresh token is recorded for rotation."""
     assert user.id is not None
     access = issue_access_token(settings, user.id, user.role)
     refresh = issue_refresh_token(settings, user.id, user.role, family)
     claims = decode_token(settings, refresh.token, "refresh")
-    session.add(RefreshToken(jti=refresh.jti, user_id=user.id, family=str(claims["fam"]),
-                             expires_at=refresh.expires_at))
+    session.add(
+        RefreshToken(
+            jti=refresh.jti,
+            user_id=user.id,
+            family=str(claims["fam"]),
+            expires_at=refresh.expires_at,
+        )
+    )
     session.commit()
-    return TokenPair(access_token=access.token, refresh_token=refresh.token,
-                     expires_in=settings.access_token_minutes * 60)
+    return TokenPair(
+        access_token=access.token,
+        refresh_token=refresh.token,
+        expires_in=settings.access_token_minutes * 60,
+    )
 
 
 def _revoke_family(session: Session, family: str) -> None:
@@ -107,8 +121,11 @@ def rotate_refresh_token(*, session: Session, settings: Settings, token: str) ->
     # Mark used atomically, so two concurrent refreshes cannot both succeed.
     result = session.execute(
         update(RefreshToken)
-        .where(col(RefreshToken.jti) == jti, col(RefreshToken.used_at).is_(None),
-               col(RefreshToken.revoked_at).is_(None))
+        .where(
+            col(RefreshToken.jti) == jti,
+            col(RefreshToken.used_at).is_(None),
+            col(RefreshToken.revoked_at).is_(None),
+        )
         .values(used_at=utcnow())
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -142,16 +159,20 @@ def revoke_refresh_token(*, session: Session, settings: Settings, token: str, us
 
 def list_addresses(*, session: Session, user_id: int) -> list[Address]:
     """A user's addresses, default first."""
-    stmt = (select(Address).where(Address.user_id == user_id)
-            .order_by(col(Address.is_default).desc(), col(Address.id)))
+    stmt = (
+        select(Address)
+        .where(Address.user_id == user_id)
+        .order_by(col(Address.is_default).desc(), col(Address.id))
+    )
     return list(session.exec(stmt))
 
 
 def add_address(*, session: Session, user_id: int, data: AddressCreate) -> Address:
     """Save an address; a new default clears the old one."""
     if data.is_default or not list_addresses(session=session, user_id=user_id):
-        session.execute(update(Address).where(col(Address.user_id) == user_id)
-                        .values(is_default=False))
+        session.execute(
+            update(Address).where(col(Address.user_id) == user_id).values(is_default=False)
+        )
         data.is_default = True
     address = Address(user_id=user_id, **data.model_dump())
     session.add(address)
@@ -179,9 +200,11 @@ def ensure_admin(*, session: Session, email: str, password: str) -> tuple[User, 
     """Create an admin, or promote and reset an existing account; returns (user, created)."""
     user = get_user_by_email(session=session, email=email)
     if user is None:
-        user = create_user(session=session,
-                           data=UserCreate(email=email, password=password, full_name="Admin"),
-                           role=Role.admin)
+        user = create_user(
+            session=session,
+            data=UserCreate(email=email, password=password, full_name="Admin"),
+            role=Role.admin,
+        )
         return user, True
     user.role = Role.admin
     user.hashed_password = hash_password(password)

@@ -32,10 +32,12 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.pending_payment: frozenset(
         {OrderStatus.paid, OrderStatus.cancelled, OrderStatus.review}
     ),
-    OrderStatus.review: frozenset({OrderStatus.pending_payment, OrderStatus.paid,
-                                   OrderStatus.cancelled}),
-    OrderStatus.paid: frozenset({OrderStatus.fulfilled, OrderStatus.refunded,
-                                 OrderStatus.cancelled}),
+    OrderStatus.review: frozenset(
+        {OrderStatus.pending_payment, OrderStatus.paid, OrderStatus.cancelled}
+    ),
+    OrderStatus.paid: frozenset(
+        {OrderStatus.fulfilled, OrderStatus.refunded, OrderStatus.cancelled}
+    ),
     OrderStatus.fulfilled: frozenset({OrderStatus.shipped, OrderStatus.refunded}),
     OrderStatus.shipped: frozenset({OrderStatus.delivered, OrderStatus.refunded}),
     OrderStatus.delivered: frozenset({OrderStatus.refunded}),

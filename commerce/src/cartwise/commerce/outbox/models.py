@@ -27,10 +27,19 @@ class OutboxEvent(SQLModel, table=True):
     attempts: int = 0
 
 
-def emit(session: Session, aggregate_type: str, aggregate_id: str, event_type: str,
-         payload: dict[str, Any]) -> OutboxEvent:
+def emit(
+    session: Session,
+    aggregate_type: str,
+    aggregate_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+) -> OutboxEvent:
     """Add an outbox event to the caller's transaction (the caller commits)."""
-    event = OutboxEvent(aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-                        event_type=event_type, payload=payload)
+    event = OutboxEvent(
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        event_type=event_type,
+        payload=payload,
+    )
     session.add(event)
     return event

@@ -1,0 +1,260 @@
+"""Stock levels, reservations and the ledger.
+
+Every change is one conditional UPDATE (``... WHERE on_hand - reserved >= :q``) so stock can
+never be oversold, on SQLite and PostgreSQL alike, without holding locks across requests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cartwise.commerce.inventory.models import (
+    MovementReason,
+    ReservationStatus,
+    StockLevel,
+    StockMovement,
+    StockReservation,
+)
+from cartwise.platform.errors import Conflict, NotFound
+from cartwise.platform.types import utcnow
+
+
+class OutOfStock(Conflict):
+    """Not enough available units of a SKU."""
+
+    slug = "out-of-stock"
+    title = "Out of stock"
+
+
+def get_stock(*, session: Session, sku: str) -> StockLevel:
+    """The stock level of a SKU, or 404."""
+    level = session.get(StockLevel, sku)
+    if level is None:
+        raise NotFound(f"No stock record for SKU {sku!r}.")
+    return level
+
+
+def available_by_sku(*, session: Session, skus: list[str]) -> dict[str, int]:
+    """Available units (on hand minus reserved) per SKU; unknown SKUs count as 0."""
+    if not skus:
+        return {}
+    rows = session.exec(select(StockLevel).where(col(StockLevel.sku).in_(skus))).all()
+    found = {r.sku: r.on_hand - r.reserved for r in rows}
+    return {sku: found.get(sku, 0) for sku in skus}
+
+
+def _record(
+    session: Session,
+    sku: str,
+    reason: MovementReason,
+    *,
+    d_on_hand: int = 0,
+    d_reserved: int = 0,
+    order_id: str | None = None,
+    actor_id: int | None = None,
+    note: str = "",
+) -> StockMovement:
+    session.flush()
+    level = session.exec(
+        select(StockLevel).where(StockLevel.sku == sku).execution_options(populate_existing=True)
+    ).one()
+    movement = StockMovement(
+        sku=sku,
+        reason=reason,
+        delta_on_hand=d_on_hand,
+        delta_reserved=d_reserved,
+        on_hand_after=level.on_hand,
+        reserved_after=level.reserved,
+        order_id=order_id,
+        actor_id=actor_id,
+        note=note,
+    )
+    session.add(movement)
+    return movement
+
+
+def set_stock(
+    *, session: Session, sku: str, on_hand: int, actor_id: int | None = None, note: str = ""
+) -> StockLevel:
+    """Set the on-hand level (staff); refused below what is reserved. Commits."""
+    level = session.get(StockLevel, sku, with_for_update=True)
+    if level is None:
+        level = StockLevel(sku=sku, on_hand=0, reserved=0)
+        session.add(level)
+        session.flush()
+    if on_hand < level.reserved:
+        session.rollback()
+        raise Conflict(
+            f"{level.reserved} units of {sku} are reserved by open orders; "
+            f"on_hand cannot go below that.",
+            slug="below-reserved",
+        )
+    delta = on_hand - level.on_hand
+    result = session.execute(
+        update(StockLevel)
+        .where(col(StockLevel.sku) == sku, col(StockLevel.reserved) <= on_hand)
+        .values(on_hand=on_hand, updated_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise Conflict("Stock changed concurrently; try again.", slug="concurrent-update")
+    _record(session, sku, MovementReason.set, d_on_hand=delta, actor_id=actor_id, note=note)
+    session.commit()
+    session.refresh(level)
+    return level
+
+
+def ensure_stock_row(*, session: Session, sku: str, on_hand: int = 0) -> None:
+    """Create the stock row of a new SKU (caller commits)."""
+    if session.get(StockLevel, sku) is None:
+        session.add(StockLevel(sku=sku, on_hand=on_hand, reserved=0))
+        if on_hand:
+            session.flush()
+            _record(session, sku, MovementReason.set, d_on_hand=on_hand, note="initial stock")
+
+
+def reserve(
+    *, session: Session, sku: str, quantity: int, order_id: str, expires_at: datetime
+) -> StockReservation:
+    """Hold units for an order; 409 out-of-stock when not enough are available.
+
+    Does not commit: it is part of the checkout unit of work.
+    """
+    if quantity <= 0:
+        raise ValueError("quantity must be positive")
+    result = session.execute(
+        update(StockLevel)
+        .where(
+            col(StockLevel.sku) == sku,
+            col(StockLevel.on_hand) - col(StockLevel.reserved) >= quantity,
+        )
+        .values(reserved=col(StockLevel.reserved) + quantity, updated_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise OutOfStock(f"Not enough stock for {sku}.", sku=sku)
+    reservation = StockReservation(
+        sku=sku, order_id=order_id, quantity=quantity, expires_at=expires_at
+    )
+    session.add(reservation)
+    _record(session, sku, MovementReason.reserve, d_reserved=quantity, order_id=order_id)
+    return reservation
+
+
+def _active_reservations(session: Session, order_id: str) -> list[StockReservation]:
+    return list(
+        session.exec(
+            select(StockReservation).where(
+                StockReservation.order_id == order_id,
+                StockReservation.status == ReservationStatus.active,
+            )
+        )
+    )
+
+
+def commit_reservations(*, session: Session, order_id: str) -> int:
+    """Payment: turn the order's reservations into sales. Does not commit; returns units."""
+    units = 0
+    for res in _active_reservations(session, order_id):
+        claimed = session.execute(
+            update(StockReservation)
+            .where(
+                col(StockReservation.id) == res.id,
+                col(StockReservation.status) == ReservationStatus.active,
+            )
+            .values(status=ReservationStatus.committed)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.execute(
+            update(StockLevel)
+            .where(col(StockLevel.sku) == res.sku)
+            .values(
+                on_hand=col(StockLevel.on_hand) - res.quantity,
+                reserved=col(StockLevel.reserved) - res.quantity,
+                updated_at=utcnow(),
+            )
+        )
+        _record(
+            session,
+            res.sku,
+            MovementReason.sale,
+            d_on_hand=-res.quantity,
+            d_reserved=-res.quantity,
+            order_id=order_id,
+        )
+        units += res.quantity
+    return units
+
+
+def release_reservations(
+    *, session: Session, order_id: str, reason: MovementReason = MovementReason.release
+) -> int:
+    """Cancellation or expiry: give the held units back. Does not commit; returns units."""
+    units = 0
+    for res in _active_reservations(session, order_id):
+        claimed = session.execute(
+            update(StockReservation)
+            .where(
+                col(StockReservation.id) == res.id,
+                col(StockReservation.status) == ReservationStatus.active,
+            )
+            .values(status=ReservationStatus.released)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.execute(
+            update(StockLevel)
+            .where(col(StockLevel.sku) == res.sku)
+            .values(reserved=col(StockLevel.reserved) - res.quantity, updated_at=utcnow())
+        )
+        _record(session, res.sku, reason, d_reserved=-res.quantity, order_id=order_id)
+        units += res.quantity
+    return units
+
+
+def restock(
+    *,
+    session: Session,
+    sku: str,
+    quantity: int,
+    order_id: str | None,
+    reason: MovementReason = MovementReason.refund,
+) -> None:
+    """Put sold units back on hand (returns). Does not commit."""
+    session.execute(
+        update(StockLevel)
+        .where(col(StockLevel.sku) == sku)
+        .values(on_hand=col(StockLevel.on_hand) + quantity, updated_at=utcnow())
+    )
+    _record(session, sku, reason, d_on_hand=quantity, order_id=order_id)
+
+
+def expired_order_ids(
+    *, session: Session, now: datetime | None = None, limit: int = 500
+) -> list[str]:
+    """Orders holding reservations past their expiry."""
+    now = now or utcnow()
+    stmt = (
+        select(StockReservation.order_id)
+        .where(
+            StockReservation.status == ReservationStatus.active,
+            col(StockReservation.expires_at) < now,
+        )
+        .distinct()
+        .limit(limit)
+    )
+    return [str(x) for x in session.exec(stmt)]
+
+
+def movements(*, session: Session, sku: str, limit: int = 100) -> list[StockMovement]:
+    """The newest ledger lines of a SKU."""
+    stmt = (
+        select(StockMovement)
+        .where(StockMovement.sku == sku)
+        .order_by(col(StockMovement.id).desc())
+        .limit(limit)
+    )
+    return list(session.exec(stmt))
