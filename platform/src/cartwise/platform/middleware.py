@@ -29,8 +29,16 @@ DOCS_CSP = (
 _RID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = [False]
+
+    async def replay() -> Message:
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class CartwiseMiddleware:
@@ -83,7 +91,6 @@ class CartwiseMiddleware:
         start = time.perf_counter()
         limit = self.max_upload if path.endswith(self.upload_suffixes) else self.max_body
         status_holder = [0]
-        started = [False]
         csp = DOCS_CSP if path in ("/docs", "/redoc") else API_CSP
         extra = [
             *self.static_headers,
@@ -93,29 +100,23 @@ class CartwiseMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                started[0] = True
                 status_holder[0] = message["status"]
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
-        received = [0]
-
-        async def receive_wrapper() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                received[0] += len(message.get("body", b""))
-                if received[0] > limit:
-                    raise _BodyTooLarge
-            return message
-
         try:
             if declared_length is not None and declared_length > limit:
                 await self._too_large(send_wrapper, limit, path)
+            elif declared_length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+                # A chunked body has no declared length: buffer it (bounded by the limit)
+                # so the app never sees more than the limit.
+                buffered = await self._read_bounded(receive, limit)
+                if buffered is None:
+                    await self._too_large(send_wrapper, limit, path)
+                else:
+                    await self.app(scope, _replay(buffered, receive), send_wrapper)
             else:
-                await self.app(scope, receive_wrapper, send_wrapper)
-        except _BodyTooLarge:
-            if not started[0]:
-                await self._too_large(send_wrapper, limit, path)
+                await self.app(scope, receive, send_wrapper)
         finally:
             elapsed_ms = (time.perf_counter() - start) * 1000
             if path not in ("/healthz",):
@@ -129,6 +130,23 @@ class CartwiseMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+    @staticmethod
+    async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
 
     @staticmethod
     async def _too_large(send: Send, limit: int, path: str) -> None:

@@ -1,0 +1,47 @@
+# Cartwise: the two set-up commands are `make demo` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY_SRC := platform/src commerce/src serving/src
+
+.PHONY: help uv sync demo test test-fast lint fmt bench serve api clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+uv:  ## Install uv if it is missing
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || \
+		(echo "installing uv..." && python3 -m pip install --quiet --user uv 2>/dev/null || \
+		 python3 -m pip install --quiet --break-system-packages --user uv)
+
+sync: uv  ## Create or refresh the virtual environment from uv.lock
+	@$(UV) sync --all-packages --locked --quiet
+
+demo: sync  ## Migrate, create an admin, load the real sample catalog and serve it with Ray Serve
+	$(UV) run cartwise demo
+
+test: sync  ## Run the whole test suite (needs PostgreSQL and Redis on 127.0.0.1)
+	$(UV) run pytest
+
+test-fast: sync  ## Tests without the Ray Serve end-to-end ones
+	$(UV) run pytest -m "not e2e"
+
+lint: sync  ## ruff (lint + format check) and mypy strict on platform, commerce and serving
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy $(PY_SRC)
+
+fmt: sync  ## Format and autofix
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: sync  ## API load benchmark: Ray Serve against plain uvicorn (PostgreSQL + Redis)
+	$(UV) run python bench/api_load.py
+
+serve: sync  ## Serve the API with Ray Serve on port 8000 (no migration or sample data)
+	$(UV) run cartwise serve
+
+api: sync  ## Serve the API with plain uvicorn on port 8000 (development)
+	$(UV) run cartwise api --reload
+
+clean:  ## Remove local state (var/) and caches
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
