@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from cartwise.platform.auth import (
     AdminDep,
@@ -39,6 +39,9 @@ def _cache(request: Request) -> JsonCache:
     return cache
 
 
+# Integer ids in paths: bounded so PostgreSQL's INTEGER never overflows.
+IntId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
 StorageDep = Annotated[Storage, Depends(_storage)]
@@ -46,6 +49,7 @@ CacheDep = Annotated[JsonCache, Depends(_cache)]
 
 __all__ = [
     "AdminDep",
+    "IntId",
     "CacheDep",
     "OptionalPrincipalDep",
     "PrincipalDep",

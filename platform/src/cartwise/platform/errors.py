@@ -195,6 +195,15 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _data_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A value the database cannot hold (out-of-range integer, over-long text) is the
+    # client's fault; validation should catch it first, this is the safety net.
+    log.warning("database rejected a value on %s: %s", request.url.path, getattr(exc, "orig", exc))
+    return problem_response(
+        422, "Invalid value", "A value is out of range or too long.", "invalid-value", request
+    )
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
@@ -207,6 +216,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    from sqlalchemy.exc import DataError
+
+    app.add_exception_handler(DataError, _data_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
 
 

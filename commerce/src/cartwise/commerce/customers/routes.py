@@ -18,7 +18,7 @@ from cartwise.commerce.customers.models import (
     UserPublic,
     UserUpdate,
 )
-from cartwise.commerce.deps import PrincipalDep, SessionDep, SettingsDep
+from cartwise.commerce.deps import IntId, PrincipalDep, SessionDep, SettingsDep
 from cartwise.platform.errors import PROBLEM_RESPONSES, Unauthorized
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=PROBLEM_RESPONSES)
@@ -118,6 +118,6 @@ def add_my_address(
 
 
 @users_router.delete("/me/addresses/{address_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_my_address(address_id: int, principal: PrincipalDep, session: SessionDep) -> None:
+def delete_my_address(address_id: IntId, principal: PrincipalDep, session: SessionDep) -> None:
     """Remove one of the signed-in user's addresses."""
     service.delete_address(session=session, user_id=principal.subject, address_id=address_id)
