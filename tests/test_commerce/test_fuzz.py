@@ -64,11 +64,19 @@ schema = schemathesis.pytest.from_fixture("fuzz_schema")
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
 def test_api_fuzz(case: Any, staff_headers: dict[str, str]) -> None:
     case.call_and_validate(
         headers=staff_headers,
-        checks=[not_a_server_error, response_schema_conformance, status_code_conformance,
-                content_type_conformance],
+        checks=[
+            not_a_server_error,
+            response_schema_conformance,
+            status_code_conformance,
+            content_type_conformance,
+        ],
     )

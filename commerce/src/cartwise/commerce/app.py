@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
+from cartwise.commerce.catalog import cache as catalog_cache
 from cartwise.platform.cache import JsonCache, get_redis
 from cartwise.platform.db import get_engine
 from cartwise.platform.errors import install_problem_handlers
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = get_engine(settings)
     app.state.redis = get_redis(settings)
     app.state.cache = JsonCache(app.state.redis, "cw")
+    # Commits that change what the catalog listing shows bump its cache version.
+    catalog_cache.register(app.state.engine, app.state.cache)
     app.state.storage = get_storage(settings)
     app.state.rate_limiter = RateLimiter(
         app.state.redis,

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     stripe_api_base: str | None = None
 
-    admin_email: str = "admin@cartwise.local"
+    admin_email: str = "admin@cartwise.example"
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -100,8 +100,12 @@ class S3Storage:
             region_name=region,
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
+            # SigV4 explicitly: botocore would presign with SigV2, which AWS refuses for
+            # buckets created since 2020.
             config=Config(
-                retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"}
+                signature_version="s3v4",
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"},
             ),
         )
         if create_bucket:

@@ -49,7 +49,7 @@ class CartItemAdd(SQLModel):
     """Add a SKU (or a variant id) to a cart."""
 
     sku: str | None = Field(default=None, min_length=1, max_length=64)
-    variant_id: int | None = Field(default=None, ge=1)
+    variant_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
     quantity: int = Field(default=1, ge=1, le=1000)
 
 

@@ -14,6 +14,9 @@ from cartwise.commerce.money import Amount, Currency
 from cartwise.platform.types import UTCDateTime, utcnow
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+SKU = r"^[A-Za-z0-9._-]+$"
+# SQLModel's Field(regex=...) is silently ignored under pydantic 2; a pattern passed through
+# schema_extra reaches pydantic (validation and OpenAPI) and leaves the table untouched.
 
 
 class ProductStatus(StrEnum):
@@ -28,7 +31,13 @@ class CategoryBase(SQLModel):
     """Fields shared by category schemas."""
 
     name: str = Field(min_length=1, max_length=120)
-    slug: str = Field(min_length=1, max_length=140, regex=SLUG, unique=True, index=True)
+    slug: str = Field(
+        min_length=1,
+        max_length=140,
+        unique=True,
+        index=True,
+        schema_extra={"pattern": SLUG},
+    )
     description: str = Field(default="", max_length=2000)
     parent_id: int | None = Field(default=None, foreign_key="category.id", index=True)
 
@@ -44,6 +53,14 @@ class CategoryCreate(CategoryBase):
     """A new category."""
 
 
+class CategoryUpdate(SQLModel):
+    """A partial update of a category; moving it under a new parent is checked for cycles."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=120)
+    description: str | None = Field(default=None, max_length=2000)
+    parent_id: int | None = None
+
+
 class CategoryPublic(CategoryBase):
     """A category as the API shows it, with its ancestors' path."""
 
@@ -55,7 +72,13 @@ class ProductBase(SQLModel):
     """Fields shared by product schemas."""
 
     name: str = Field(min_length=1, max_length=200)
-    slug: str = Field(min_length=1, max_length=220, regex=SLUG, unique=True, index=True)
+    slug: str = Field(
+        min_length=1,
+        max_length=220,
+        unique=True,
+        index=True,
+        schema_extra={"pattern": SLUG},
+    )
     description: str = Field(default="", max_length=10_000)
     category_id: int | None = Field(default=None, foreign_key="category.id", index=True)
 
@@ -74,7 +97,7 @@ class Product(ProductBase, table=True):
 class VariantBase(SQLModel):
     """Fields shared by variant schemas."""
 
-    sku: str = Field(min_length=1, max_length=64, regex=r"^[A-Za-z0-9._-]+$")
+    sku: str = Field(min_length=1, max_length=64, schema_extra={"pattern": SKU})
     attributes: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     price: Amount
     currency: Currency = "GBP"
@@ -97,12 +120,22 @@ class VariantCreate(VariantBase):
     initial_stock: int = Field(default=0, ge=0, le=1_000_000)
 
 
+class VariantUpdate(SQLModel):
+    """A partial update of a variant: price, currency, attributes or whether it is sold."""
+
+    price: Amount | None = None
+    currency: Currency | None = None
+    attributes: dict[str, str] | None = None
+    is_active: bool | None = None
+
+
 class VariantPublic(VariantBase):
     """A variant as the API shows it."""
 
     id: int
     is_active: bool
     available: int = 0
+    in_stock: bool = False
 
 
 class ProductImage(SQLModel, table=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import EmailStr
+from pydantic import EmailStr, field_validator
 from sqlalchemy import String
 from sqlmodel import Field, SQLModel
 
@@ -61,7 +61,14 @@ class AddressBase(SQLModel):
     line2: str = Field(default="", max_length=200)
     city: str = Field(min_length=1, max_length=100)
     postcode: str = Field(min_length=1, max_length=20)
-    country: str = Field(min_length=2, max_length=2, regex=r"^[A-Z]{2}$")
+    # ISO 3166-1 alpha-2; upper-cased on input. (SQLModel ignores Field(regex=) under
+    # pydantic 2, so the pattern goes through schema_extra.)
+    country: str = Field(min_length=2, max_length=2, schema_extra={"pattern": r"^[A-Z]{2}$"})
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _upper_country(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
     phone: str = Field(default="", max_length=30)
 
 

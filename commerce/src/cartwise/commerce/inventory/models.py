@@ -98,6 +98,14 @@ class StockPublic(SQLModel):
     updated_at: datetime
 
 
+class StockAvailability(SQLModel):
+    """What the public may see of a SKU's stock: only what can be bought."""
+
+    sku: str
+    available: int
+    in_stock: bool
+
+
 class MovementPublic(SQLModel):
     """A ledger line."""
 
@@ -108,4 +116,6 @@ class MovementPublic(SQLModel):
     on_hand_after: int
     reserved_after: int
     order_id: str | None
+    actor_id: int | None = None
+    note: str = ""
     created_at: datetime

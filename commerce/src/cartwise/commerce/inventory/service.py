@@ -11,11 +11,15 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from cartwise.commerce.catalog.cache import mark_dirty
+from cartwise.commerce.catalog.models import Product, ProductStatus, Variant
 from cartwise.commerce.inventory.models import (
     MovementReason,
     ReservationStatus,
+    StockAvailability,
     StockLevel,
     StockMovement,
+    StockPublic,
     StockReservation,
 )
 from cartwise.platform.errors import Conflict, NotFound
@@ -73,6 +77,8 @@ def _record(
         note=note,
     )
     session.add(movement)
+    # Availability shows in the cached catalog listing: the commit must invalidate it.
+    mark_dirty(session)
     return movement
 
 
@@ -111,6 +117,7 @@ def ensure_stock_row(*, session: Session, sku: str, on_hand: int = 0) -> None:
     """Create the stock row of a new SKU (caller commits)."""
     if session.get(StockLevel, sku) is None:
         session.add(StockLevel(sku=sku, on_hand=on_hand, reserved=0))
+        mark_dirty(session)
         if on_hand:
             session.flush()
             _record(session, sku, MovementReason.set, d_on_hand=on_hand, note="initial stock")
@@ -258,3 +265,58 @@ def movements(*, session: Session, sku: str, limit: int = 100) -> list[StockMove
         .limit(limit)
     )
     return list(session.exec(stmt))
+
+
+def require_known_sku(*, session: Session, sku: str) -> Variant:
+    """The variant of a SKU, or 404 (stock rows exist only for real variants)."""
+    variant = session.exec(select(Variant).where(Variant.sku == sku)).first()
+    if variant is None:
+        raise NotFound(f"Unknown SKU {sku!r}.", slug="unknown-sku")
+    return variant
+
+
+def stock_public(level: StockLevel) -> StockPublic:
+    """The staff view of a stock level."""
+    return StockPublic(
+        sku=level.sku,
+        on_hand=level.on_hand,
+        reserved=level.reserved,
+        available=level.on_hand - level.reserved,
+        updated_at=level.updated_at,
+    )
+
+
+def stock_for_staff(*, session: Session, sku: str) -> StockPublic:
+    """On hand, reserved and available units of a known SKU (zeros if it has no row yet)."""
+    variant = require_known_sku(session=session, sku=sku)
+    level = session.get(StockLevel, sku)
+    if level is None:
+        product = session.get(Product, variant.product_id)
+        when = product.updated_at if product is not None else utcnow()
+        return StockPublic(sku=sku, on_hand=0, reserved=0, available=0, updated_at=when)
+    return stock_public(level)
+
+
+def stock_for_public(*, session: Session, sku: str) -> StockAvailability:
+    """Available units of a SKU on sale; SKUs not on sale are 404 to the public."""
+    variant = require_known_sku(session=session, sku=sku)
+    product = session.get(Product, variant.product_id)
+    if not variant.is_active or product is None or product.status != ProductStatus.active:
+        raise NotFound(f"Unknown SKU {sku!r}.", slug="unknown-sku")
+    available = available_by_sku(session=session, skus=[sku])[sku]
+    return StockAvailability(sku=sku, available=available, in_stock=available > 0)
+
+
+def set_known_stock(
+    *, session: Session, sku: str, on_hand: int, actor_id: int | None = None, note: str = ""
+) -> StockPublic:
+    """Set the on-hand level of an existing SKU (404 for unknown SKUs). Commits."""
+    require_known_sku(session=session, sku=sku)
+    level = set_stock(session=session, sku=sku, on_hand=on_hand, actor_id=actor_id, note=note)
+    return stock_public(level)
+
+
+def known_movements(*, session: Session, sku: str, limit: int = 100) -> list[StockMovement]:
+    """The newest ledger lines of an existing SKU (404 for unknown SKUs)."""
+    require_known_sku(session=session, sku=sku)
+    return movements(session=session, sku=sku, limit=limit)

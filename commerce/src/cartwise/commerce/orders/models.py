@@ -121,7 +121,7 @@ class CheckoutRequest(SQLModel):
     cart_id: str = Field(min_length=1, max_length=32)
     email: str | None = Field(default=None, max_length=254)
     shipping_address: AddressBase | None = None
-    address_id: int | None = Field(default=None, ge=1)
+    address_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
     voucher_code: str | None = Field(default=None, min_length=3, max_length=40)
 
 

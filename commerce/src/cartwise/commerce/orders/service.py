@@ -71,7 +71,7 @@ def order_public(session: Session, order: Order, *, with_transitions: bool = Tru
                 .order_by(col(OrderTransition.id))
             )
         )
-    data = order.model_dump()
+    data = order.model_dump(warnings=False)  # statuses come back from the database as str
     data["lines"] = [OrderLinePublic.model_validate(line, from_attributes=True) for line in lines]
     data["transitions"] = [
         TransitionPublic.model_validate(t, from_attributes=True) for t in transitions

@@ -92,3 +92,24 @@ class PaymentPublic(SQLModel):
     refunded_amount: Decimal
     currency: str
     status: PaymentStatus
+
+
+class PaymentDetail(PaymentPublic):
+    """A payment with the refunds made against it."""
+
+    refunds: list[RefundPublic] = []
+
+
+class ManualPaymentRequest(SQLModel):
+    """Staff record that an order was paid outside any provider (cash, bank transfer)."""
+
+    reference: str = Field(default="", max_length=120)
+    reason: str = Field(default="", max_length=300)
+
+
+class WebhookAck(SQLModel):
+    """The answer to a provider's webhook: received, and what was done with it."""
+
+    received: bool = True
+    event_id: str
+    outcome: str

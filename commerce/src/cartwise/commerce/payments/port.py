@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from cartwise.platform.errors import Problem
 from cartwise.platform.settings import Settings
 
 
@@ -24,6 +25,21 @@ class RefundResult:
 
     provider_ref: str | None
     status: str
+
+
+class PaymentProviderError(Problem):
+    """The provider refused the request or could not be reached.
+
+    ``definitive`` is True when the provider certainly did not act (a refusal), False when the
+    outcome is unknown (a timeout or a 5xx), in which case a retry with the same idempotency key
+    settles it.
+    """
+
+    status, slug, title = 502, "payment-provider-error", "Payment provider error"
+
+    def __init__(self, detail: str, *, definitive: bool, status: int | None = None) -> None:
+        super().__init__(detail, status=status)
+        self.definitive = definitive
 
 
 class PaymentProvider(Protocol):

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from pydantic import field_validator
 from sqlalchemy import CheckConstraint, String
 from sqlmodel import Field, SQLModel
 
@@ -23,7 +24,8 @@ class VoucherKind(StrEnum):
 class VoucherBase(SQLModel):
     """Fields shared by voucher schemas."""
 
-    code: str = Field(min_length=3, max_length=40, regex=r"^[A-Z0-9_-]+$")
+    # SQLModel ignores Field(regex=...) under pydantic 2; a schema_extra pattern is enforced.
+    code: str = Field(min_length=3, max_length=40, schema_extra={"pattern": r"^[A-Z0-9_-]+$"})
     kind: VoucherKind = Field(sa_type=String(16))
     value: Amount
     min_spend: Amount = Decimal("0")
@@ -51,7 +53,12 @@ class Voucher(VoucherBase, table=True):
 
 
 class VoucherCreate(VoucherBase):
-    """A new voucher."""
+    """A new voucher; the code is case-insensitive on input and stored upper-case."""
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _upper_code(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 class VoucherPublic(VoucherBase):

@@ -1,0 +1,385 @@
+"""Checkout: turn a cart into an order in one unit of work.
+
+One transaction claims the cart, re-reads every price, computes the totals, writes the order
+and its lines, reserves the stock of each line, redeems the voucher, records the first
+transition and emits ``order.created`` to the outbox. Any failure rolls all of it back. Only
+after the commit is the payment provider called, so no lock is held across a network call.
+
+Totals (all ``Decimal``, rounded half-up to pennies; catalog prices exclude tax):
+
+- ``subtotal`` = sum of ``unit_price * quantity`` per line, at the prices read now;
+- ``discount`` = the voucher's discount on the subtotal (never more than the subtotal);
+- ``shipping`` = ``settings.shipping_flat``, or 0 when ``settings.free_shipping_over`` is set
+  and ``subtotal - discount`` reaches it;
+- ``tax`` = ``settings.tax_rate * (subtotal - discount + shipping)``: the tax base is what the
+  customer pays before tax, shipping included and the discount taken off;
+- ``total`` = ``subtotal - discount + shipping + tax``.
+
+Idempotency: with an ``Idempotency-Key`` the order stores ``(idempotency_scope,
+idempotency_key)`` under a unique constraint, scope ``u:<user_id>`` or ``c:<cart_id>``, and
+a hash of the request. A retry with the same key and body returns the same order as it stands
+now, resuming its payment if it still awaits one (the route answers 200 instead of 201); the
+same key with another body is a 422. Correctness comes from
+the database: a concurrent duplicate either waits on the cart claim and then finds the
+committed order, or fails on the unique constraint, rolls back and finds it.
+
+Lock order (PostgreSQL, to avoid deadlocks): the cart row, the order row, the stock rows in
+SKU order, then the voucher row. On SQLite the transaction starts with ``BEGIN IMMEDIATE`` so
+it holds the single write lock from its first read, and waits (busy timeout) rather than
+failing with "database is locked" when it has to upgrade a read snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import EmailStr, TypeAdapter, ValidationError
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from cartwise.commerce.carts import service as carts
+from cartwise.commerce.carts.models import Cart, CartStatus
+from cartwise.commerce.customers import service as customers
+from cartwise.commerce.customers.models import AddressBase, User
+from cartwise.commerce.inventory import service as inventory
+from cartwise.commerce.money import quantize
+from cartwise.commerce.orders.models import (
+    CheckoutRequest,
+    CheckoutResult,
+    Order,
+    OrderLine,
+    OrderStatus,
+)
+from cartwise.commerce.orders.service import order_public, record_transition
+from cartwise.commerce.outbox.models import emit
+from cartwise.commerce.vouchers import service as vouchers
+from cartwise.commerce.vouchers.models import Voucher
+from cartwise.platform.auth import Principal
+from cartwise.platform.errors import Conflict, Unprocessable
+from cartwise.platform.settings import Settings
+from cartwise.platform.types import utcnow
+
+ZERO = Decimal("0.00")
+_email = TypeAdapter(EmailStr)
+
+
+class IdempotencyKeyReused(Unprocessable):
+    """The key was already used for a different request."""
+
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused"
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """An order's money, computed at checkout."""
+
+    subtotal: Decimal
+    discount: Decimal
+    shipping: Decimal
+    tax: Decimal
+    total: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutOutcome:
+    """The result to return, and whether it replays an earlier request."""
+
+    result: CheckoutResult
+    replayed: bool
+
+
+def compute_totals(*, settings: Settings, subtotal: Decimal, discount: Decimal = ZERO) -> Totals:
+    """Shipping, tax and total for a subtotal and discount (see the module docstring)."""
+    subtotal = quantize(subtotal)
+    discount = quantize(min(discount, subtotal))
+    goods = subtotal - discount
+    free_over = settings.free_shipping_over
+    shipping = ZERO if free_over is not None and goods >= free_over else settings.shipping_flat
+    shipping = quantize(shipping)
+    tax = quantize((goods + shipping) * settings.tax_rate)
+    return Totals(subtotal, discount, shipping, tax, quantize(goods + shipping + tax))
+
+
+def request_hash(data: CheckoutRequest) -> str:
+    """A stable fingerprint of a checkout request, to detect a key reused for another body."""
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def idempotency_scope(principal: Principal | None, cart_id: str) -> str:
+    """Keys are unique per user, or per guest cart."""
+    return f"u:{principal.subject}" if principal is not None else f"c:{cart_id}"
+
+
+def _begin(session: Session) -> None:
+    """Start the checkout transaction; on SQLite take the write lock up front."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    dbapi = connection.connection.dbapi_connection
+    if dbapi is not None and not getattr(dbapi, "in_transaction", True):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _find_existing(session: Session, scope: str, key: str) -> Order | None:
+    stmt = select(Order).where(Order.idempotency_scope == scope, Order.idempotency_key == key)
+    return session.exec(stmt).first()
+
+
+def _check_replay(order: Order, fingerprint: str) -> Order:
+    if order.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used with a different request."
+        )
+    return order
+
+
+def _email_for(session: Session, data: CheckoutRequest, principal: Principal | None) -> str:
+    raw = data.email
+    if raw is None and principal is not None:
+        user = session.get(User, principal.subject)
+        raw = user.email if user is not None else None
+    if raw is None:
+        raise Unprocessable("An email address is required for a guest checkout.")
+    try:
+        return str(_email.validate_python(raw.strip()))
+    except ValidationError as exc:
+        raise Unprocessable("The email address is not valid.") from exc
+
+
+def _address_for(
+    session: Session, data: CheckoutRequest, principal: Principal | None
+) -> AddressBase:
+    if data.shipping_address is not None:
+        return data.shipping_address
+    if principal is None:
+        raise Unprocessable("A shipping_address is required for a guest checkout.")
+    if data.address_id is not None:
+        saved = customers.get_address(
+            session=session, user_id=principal.subject, address_id=data.address_id
+        )
+        return AddressBase.model_validate(saved, from_attributes=True)
+    for saved in customers.list_addresses(session=session, user_id=principal.subject):
+        return AddressBase.model_validate(saved, from_attributes=True)
+    raise Unprocessable("A shipping_address (or a saved address_id) is required.")
+
+
+def _claim_cart(session: Session, cart: Cart) -> None:
+    result = session.execute(
+        update(Cart)
+        .where(col(Cart.id) == cart.id, col(Cart.status) == CartStatus.active)
+        .values(status=CartStatus.converted, updated_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise carts.CartNotActive("This cart has already been checked out or merged.")
+
+
+def _place_order(
+    *,
+    session: Session,
+    settings: Settings,
+    data: CheckoutRequest,
+    principal: Principal | None,
+    cart: Cart,
+    scope: str | None,
+    key: str | None,
+    fingerprint: str | None,
+) -> Order:
+    if cart.status != CartStatus.active:
+        raise carts.CartNotActive("This cart has already been checked out or merged.")
+    _claim_cart(session, cart)
+    lines = carts.cart_lines(session, cart.id)
+    if not lines:
+        raise Unprocessable("The cart is empty.", slug="empty-cart")
+    for line in lines:
+        if not line.purchasable:
+            raise Unprocessable(
+                f"{line.variant.sku} is no longer for sale; remove it from the cart.",
+                slug="not-for-sale",
+                sku=line.variant.sku,
+            )
+        if line.variant.currency != cart.currency:
+            raise Unprocessable(
+                f"{line.variant.sku} is priced in {line.variant.currency}, "
+                f"the cart in {cart.currency}.",
+                slug="currency-mismatch",
+            )
+        if line.item.quantity > settings.max_line_quantity:
+            raise Unprocessable(
+                f"At most {settings.max_line_quantity} units of {line.variant.sku} per order.",
+                slug="quantity-limit",
+                sku=line.variant.sku,
+            )
+    subtotal = sum((quantize(quantize(ln.variant.price) * ln.item.quantity) for ln in lines), ZERO)
+    voucher: Voucher | None = None
+    discount = ZERO
+    if data.voucher_code is not None:
+        voucher, discount = vouchers.validate_voucher(
+            session=session, code=data.voucher_code, subtotal=subtotal
+        )
+    totals = compute_totals(settings=settings, subtotal=subtotal, discount=discount)
+    email = _email_for(session, data, principal)
+    address = _address_for(session, data, principal)
+
+    order = Order(
+        user_id=principal.subject if principal is not None else None,
+        cart_id=cart.id,
+        email=email,
+        status=OrderStatus.pending_payment,
+        currency=cart.currency,
+        subtotal=totals.subtotal,
+        discount=totals.discount,
+        shipping=totals.shipping,
+        tax=totals.tax,
+        total=totals.total,
+        voucher_code=voucher.code if voucher is not None else None,
+        shipping_address=address.model_dump(mode="json"),
+        country=address.country,
+        payment_provider=settings.payment_provider,
+        idempotency_scope=scope,
+        idempotency_key=key,
+        request_hash=fingerprint,
+    )
+    session.add(order)
+    session.flush()  # the idempotency constraint fires here, before any stock is touched
+    for line in lines:
+        unit_price = quantize(line.variant.price)
+        session.add(
+            OrderLine(
+                order_id=order.id,
+                variant_id=line.variant.id,
+                product_id=line.product.id,
+                sku=line.variant.sku,
+                product_name=line.product.name,
+                quantity=line.item.quantity,
+                unit_price=unit_price,
+                line_total=quantize(unit_price * line.item.quantity),
+            )
+        )
+    expires_at = utcnow() + timedelta(minutes=settings.reservation_minutes)
+    for line in sorted(lines, key=lambda ln: ln.variant.sku):
+        inventory.reserve(
+            session=session,
+            sku=line.variant.sku,
+            quantity=line.item.quantity,
+            order_id=order.id,
+            expires_at=expires_at,
+        )
+    if voucher is not None:
+        vouchers.redeem(session=session, voucher=voucher)
+    actor = str(principal.role) if principal is not None else "guest"
+    record_transition(
+        session,
+        order,
+        None,
+        OrderStatus.pending_payment,
+        actor=actor,
+        actor_id=principal.subject if principal is not None else None,
+        reason="checkout",
+    )
+    emit(session, "order", order.id, "order.created", _created_payload(order, lines))
+    return order
+
+
+def _created_payload(order: Order, lines: list[carts.CartLine]) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "user_id": order.user_id,
+        "email": order.email,
+        "currency": order.currency,
+        "subtotal": str(order.subtotal),
+        "discount": str(order.discount),
+        "shipping": str(order.shipping),
+        "tax": str(order.tax),
+        "total": str(order.total),
+        "voucher_code": order.voucher_code,
+        "country": order.country,
+        "lines": [
+            {
+                "sku": ln.variant.sku,
+                "product_id": ln.product.id,
+                "quantity": ln.item.quantity,
+                "unit_price": str(quantize(ln.variant.price)),
+            }
+            for ln in lines
+        ],
+    }
+
+
+def _result(session: Session, settings: Settings, order: Order) -> CheckoutResult:
+    """Start (or resume) the payment of a committed order and describe it."""
+    client_secret: str | None = None
+    intent_id: str | None = None
+    if order.status == OrderStatus.pending_payment:
+        from cartwise.commerce.payments.service import start_payment
+
+        payment = start_payment(session=session, settings=settings, order=order)
+        client_secret, intent_id = payment.client_secret, payment.provider_ref
+    return CheckoutResult(
+        order=order_public(session, order),
+        payment_provider=order.payment_provider,
+        client_secret=client_secret,
+        payment_intent_id=intent_id,
+    )
+
+
+def checkout(
+    *,
+    session: Session,
+    settings: Settings,
+    data: CheckoutRequest,
+    principal: Principal | None,
+    cart_token: str | None,
+    idempotency_key: str | None = None,
+) -> CheckoutOutcome:
+    """Place an order from a cart in one transaction, then start its payment. Commits."""
+    scope = idempotency_scope(principal, data.cart_id) if idempotency_key else None
+    fingerprint = request_hash(data) if idempotency_key else ""
+    replay: Order | None = None
+    placed: Order | None = None
+    try:
+        _begin(session)
+        cart = carts.get_cart_for(
+            session=session, cart_id=data.cart_id, principal=principal, token=cart_token
+        )
+        if scope is not None and idempotency_key is not None:
+            replay = _find_existing(session, scope, idempotency_key)
+        if replay is None:
+            placed = _place_order(
+                session=session,
+                settings=settings,
+                data=data,
+                principal=principal,
+                cart=cart,
+                scope=scope,
+                key=idempotency_key,
+                fingerprint=fingerprint or None,
+            )
+            session.commit()
+        else:
+            session.rollback()
+    except (IntegrityError, carts.CartNotActive) as exc:
+        # Either a concurrent request with the same key won the race (answer with its order),
+        # or the cart was already used.
+        session.rollback()
+        if scope is not None and idempotency_key is not None:
+            replay = _find_existing(session, scope, idempotency_key)
+        if replay is None:
+            if isinstance(exc, carts.CartNotActive):
+                raise
+            raise Conflict("The order could not be placed; try again.", slug="conflict") from exc
+    except BaseException:
+        session.rollback()
+        raise
+    if replay is not None:
+        order = _check_replay(replay, fingerprint)
+        return CheckoutOutcome(_result(session, settings, order), replayed=True)
+    assert placed is not None
+    return CheckoutOutcome(_result(session, settings, placed), replayed=False)
