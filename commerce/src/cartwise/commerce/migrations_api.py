@@ -66,8 +66,9 @@ def check(url: str) -> list[Any]:
     engine = create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                         "render_as_batch": True})
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "render_as_batch": True}
+            )
             diffs: list[Any] = compare_metadata(ctx, metadata)
             return diffs
     finally:

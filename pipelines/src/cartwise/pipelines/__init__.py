@@ -1,0 +1,1 @@
+"""Cartwise pipelines and the ``cartwise`` command-line tool (may compose every member)."""

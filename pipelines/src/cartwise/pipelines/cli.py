@@ -1,0 +1,437 @@
+"""The ``cartwise`` command-line tool.
+
+Every heavy import (Ray, FastAPI, SQLAlchemy, the commerce app) happens inside the command that
+needs it, so ``cartwise --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from cartwise.platform.settings import Settings
+
+app = typer.Typer(
+    name="cartwise",
+    help="Cartwise: an ML-first commerce platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+catalog_app = typer.Typer(help="The product catalog.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(catalog_app, name="catalog")
+
+
+class Ingress(StrEnum):
+    """How HTTP reaches the Serve replicas."""
+
+    haproxy = "haproxy"
+    proxy = "proxy"
+
+
+HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")]
+ReplicasOpt = Annotated[
+    int, typer.Option("--replicas", min=1, max=64, help="Replicas of the API deployment.")
+]
+IngressOpt = Annotated[
+    Ingress,
+    typer.Option(help="haproxy: HAProxy straight to the replicas; proxy: Serve's Python proxy."),
+]
+MaxOngoingOpt = Annotated[
+    int | None, typer.Option(min=1, help="Concurrent requests per replica (Serve).")
+]
+DashboardOpt = Annotated[bool, typer.Option(help="Start the Ray dashboard on 127.0.0.1:8265.")]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _settings() -> Settings:
+    from cartwise.platform.settings import get_settings
+
+    return get_settings()
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a malformed URL is reported by the command that uses it
+        return url
+
+
+def generate_password(length: int = 20) -> str:
+    """A strong random password (letters and digits, at least one of each kind)."""
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        password = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            any(c.islower() for c in password)
+            and any(c.isupper() for c in password)
+            and any(c.isdigit() for c in password)
+        ):
+            return password
+
+
+# --------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database up (to the latest revision by default)."""
+    from cartwise.commerce import migrations_api
+
+    settings = _settings()
+    url = settings.effective_database_url
+    _prepare_sqlite_dir(settings)
+    migrations_api.upgrade(url, revision)
+    _console().print(
+        f"[green]database[/] {_redact(url)} at revision "
+        f"[bold]{migrations_api.current(url) or 'base'}[/]"
+    )
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' removes all).")],
+) -> None:
+    """Migrate the database down to a revision."""
+    from cartwise.commerce import migrations_api
+
+    url = _settings().effective_database_url
+    migrations_api.downgrade(url, revision)
+    _console().print(
+        f"[yellow]database[/] {_redact(url)} at revision "
+        f"[bold]{migrations_api.current(url) or 'base'}[/]"
+    )
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the revision the database is at."""
+    from cartwise.commerce import migrations_api
+
+    url = _settings().effective_database_url
+    typer.echo(migrations_api.current(url) or "base")
+
+
+def _prepare_sqlite_dir(settings: Settings) -> None:
+    url = settings.effective_database_url
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------------ users
+
+
+def _create_admin(email: str | None, password: str | None) -> tuple[str, str, bool]:
+    from sqlmodel import Session
+
+    from cartwise.commerce.customers.service import ensure_admin
+    from cartwise.platform.db import get_engine
+
+    settings = _settings()
+    email = (email or settings.admin_email).strip().lower()
+    password = password or generate_password()
+    if len(password) < 8:
+        raise typer.BadParameter("the password needs at least 8 characters", param_hint="password")
+    from pydantic import ValidationError
+
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        try:
+            _, created = ensure_admin(session=session, email=email, password=password)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise typer.BadParameter(problems) from exc
+    return email, password, created
+
+
+def _print_credentials(email: str, password: str, created: bool) -> None:
+    from rich.panel import Panel
+
+    verb = "created" if created else "updated (role admin, password reset)"
+    _console().print(
+        Panel.fit(
+            f"email:    [bold]{email}[/]\npassword: [bold]{password}[/]",
+            title=f"admin {verb}",
+            border_style="green",
+        )
+    )
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: Annotated[
+        str | None, typer.Option(help="Admin email (default: CARTWISE_ADMIN_EMAIL).")
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(help="Password (default: a generated strong one, printed once)."),
+    ] = None,
+) -> None:
+    """Create an admin, or promote an existing account and reset its password."""
+    _print_credentials(*_create_admin(email, password))
+
+
+# ---------------------------------------------------------------------- catalog
+
+
+def _load_sample(path: Path | None, stock: int | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from cartwise.commerce.catalog.sample import load_sample
+    from cartwise.platform.db import get_engine
+
+    console = _console()
+    settings = _settings()
+    started = time.perf_counter()
+    with (
+        Progress(
+            TextColumn("loading sample catalog"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+        Session(get_engine(settings), expire_on_commit=False) as session,
+    ):
+        task = progress.add_task("load", total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = load_sample(session=session, path=path, stock=stock, progress=report)
+    _bump_catalog_cache(settings)
+
+    table = Table(title="sample catalog", show_header=False, title_justify="left")
+    table.add_row("source", summary.path)
+    table.add_row("rows read", f"{summary.rows:,} ({summary.skipped_rows:,} skipped)")
+    table.add_row("stock codes", f"{summary.stock_codes:,}")
+    table.add_row("non-product codes", ", ".join(summary.skipped_codes[:12]) or "-")
+    table.add_row("codes without a sale", f"{len(summary.unsold_codes):,}")
+    table.add_row("categories created", str(summary.categories_created))
+    table.add_row("products created", f"{summary.products_created:,}")
+    table.add_row("already present", f"{summary.products_existing:,}")
+    table.add_row("units stocked", f"{summary.units_stocked:,}")
+    table.add_row("time", f"{time.perf_counter() - started:.1f}s")
+    console.print(table)
+    console.print(
+        "[dim]Data: UCI Online Retail (CC BY 4.0), Chen, Sain & Guo (2012), "
+        "doi:10.1057/dbm.2012.17[/]"
+    )
+
+
+def _bump_catalog_cache(settings: Settings) -> None:
+    # Running servers cache the public listing in Redis; bump its version so they see the
+    # new products at once. (Embedded mode keeps that cache in each server's memory.)
+    if not settings.redis_url:
+        return
+    from cartwise.commerce.catalog.cache import invalidate
+    from cartwise.platform.cache import JsonCache, get_redis
+
+    invalidate(JsonCache(get_redis(settings), "cw"))
+
+
+@catalog_app.command("load-sample")
+def catalog_load_sample(
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            help="A .csv/.csv.gz in the Online Retail format (default: the committed sample, "
+            "or CARTWISE_SAMPLE_PATH)."
+        ),
+    ] = None,
+    stock: Annotated[
+        int | None,
+        typer.Option(min=0, help="Starting stock of every new SKU (default: from sales)."),
+    ] = None,
+) -> None:
+    """Load the real sample catalog (UCI Online Retail) with stock; safe to run twice."""
+    _load_sample(path, stock)
+
+
+# ------------------------------------------------------------------------ serve
+
+
+def _replica_overrides(settings: Settings) -> dict[str, Any]:
+    # Replicas run in other processes, possibly in another working directory: pin every
+    # relative path to an absolute one so they open the same SQLite file and media folder.
+    overrides: dict[str, Any] = {"var_dir": str(settings.var_dir.resolve())}
+    if settings.storage_local_path is not None:
+        overrides["storage_local_path"] = str(settings.storage_local_path.resolve())
+    if settings.database_url.startswith("sqlite:///"):
+        path = settings.database_url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            overrides["database_url"] = f"sqlite:///{Path(path).resolve()}"
+    return overrides
+
+
+def _serve(
+    *,
+    host: str,
+    port: int,
+    replicas: int,
+    ingress: Ingress,
+    max_ongoing: int | None,
+    dashboard: bool,
+) -> None:
+    import os
+
+    console = _console()
+    settings = _settings()
+    _prepare_sqlite_dir(settings)
+    if replicas > 1 and not settings.redis_url:
+        console.print(
+            "[yellow]warning:[/] without CARTWISE_REDIS_URL each replica keeps its own cache and "
+            "rate limits; a write on one replica leaves the others' cached listing stale for up "
+            f"to {settings.catalog_cache_seconds}s."
+        )
+    console.print(f"starting Ray and Serve ({ingress.value} ingress, {replicas} replica(s))...")
+    from cartwise.serving.args import AppArgs
+    from cartwise.serving.launch import DASHBOARD_PORT, deploy, shutdown, start_ray, wait_http
+
+    args: dict[str, Any] = {
+        "num_replicas": replicas,
+        "settings": _replica_overrides(settings),
+        # Every replica reserves one CPU; Ray gets at least as many as there are replicas.
+        "num_cpus": 1.0,
+    }
+    if max_ongoing is not None:
+        args["max_ongoing_requests"] = max_ongoing
+    start_ray(
+        num_cpus=max(os.cpu_count() or 1, replicas),
+        dashboard=dashboard,
+        ingress=ingress.value,
+    )
+    try:
+        deploy(AppArgs.model_validate(args), host=host, port=port)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        base = f"http://{shown}:{port}"
+        wait_http(f"{base}/healthz")
+        lines = [
+            f"API            {base}/api/v1/products",
+            f"docs           {base}/docs",
+            f"health         {base}/readyz",
+        ]
+        if dashboard:
+            lines.append(f"Ray dashboard  http://127.0.0.1:{DASHBOARD_PORT}")
+        from rich.panel import Panel
+
+        console.print(Panel.fit("\n".join(lines), title="Cartwise is up", border_style="cyan"))
+        console.print("[dim]Ctrl-C to stop.[/]")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    finally:
+        shutdown()
+
+
+@app.command()
+def serve(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    replicas: ReplicasOpt = 1,
+    ingress: IngressOpt = Ingress.haproxy,
+    max_ongoing_requests: MaxOngoingOpt = None,
+    dashboard: DashboardOpt = True,
+) -> None:
+    """Serve the API with Ray Serve on a local Ray (blocks until Ctrl-C)."""
+    _serve(
+        host=host,
+        port=port,
+        replicas=replicas,
+        ingress=ingress,
+        max_ongoing=max_ongoing_requests,
+        dashboard=dashboard,
+    )
+
+
+@app.command()
+def api(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the same API with plain uvicorn (development)."""
+    import uvicorn
+
+    _prepare_sqlite_dir(_settings())
+    root = Path(__file__).resolve().parents[4]
+    reload_dirs = [str(p) for p in (root / "platform" / "src", root / "commerce" / "src")]
+    uvicorn.run(
+        "cartwise.commerce:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        reload=reload,
+        reload_dirs=[d for d in reload_dirs if Path(d).is_dir()] if reload else None,
+        workers=None if reload else workers,
+        log_level="warning",
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def demo(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    replicas: ReplicasOpt = 1,
+    ingress: IngressOpt = Ingress.haproxy,
+    email: Annotated[str | None, typer.Option(help="Admin email.")] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Admin password (default: generated).")
+    ] = None,
+    dashboard: DashboardOpt = True,
+) -> None:
+    """Migrate, create an admin (credentials printed), load the sample catalog, then serve."""
+    console = _console()
+    console.rule("1/4 migrate")
+    db_upgrade("head")
+    console.rule("2/4 admin")
+    credentials = _create_admin(email, password)
+    _print_credentials(*credentials)
+    console.rule("3/4 sample catalog")
+    _load_sample(None, None)
+    console.rule("4/4 serve")
+    _serve(
+        host=host,
+        port=port,
+        replicas=replicas,
+        ingress=ingress,
+        max_ongoing=None,
+        dashboard=dashboard,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``cartwise`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
