@@ -1,6 +1,7 @@
 # Cartwise: the two set-up commands are `make demo` and `make test`; each installs what it needs.
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else the uv module that `make uv` installs with pip.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY_SRC := platform/src commerce/src serving/src
 
 .PHONY: help uv sync demo test test-fast lint fmt bench serve api clean
@@ -9,7 +10,7 @@ help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 uv:  ## Install uv if it is missing
-	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || \
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		(echo "installing uv..." && python3 -m pip install --quiet --user uv 2>/dev/null || \
 		 python3 -m pip install --quiet --break-system-packages --user uv)
 

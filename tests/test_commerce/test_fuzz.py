@@ -6,7 +6,7 @@ a staff token so staff routes are exercised too, and a bounded number of example
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,13 +26,12 @@ MAX_EXAMPLES = 12
 
 
 @pytest.fixture
-def fuzz_app(pg_database: str, make_settings: Callable[..., Any]) -> Iterator[FastAPI]:
+def fuzz_app(pg_database: str, make_settings: Callable[..., Any]) -> FastAPI:
     """The app on PostgreSQL with a little data and no rate limits."""
     from cartwise.commerce import create_app
 
     _truncate_all(pg_database)
-    app = create_app(make_settings(database_url=pg_database, rate_limit_enabled=False))
-    yield app
+    return create_app(make_settings(database_url=pg_database, rate_limit_enabled=False))
 
 
 @pytest.fixture

@@ -35,16 +35,21 @@ def test_commerce_does_not_import_ray_or_torch() -> None:
         "bad = [m for m in ('ray', 'torch', 'feast') if m in sys.modules]; "
         "print(','.join(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == ""
 
 
 def test_platform_imports_no_other_member() -> None:
     for path in (ROOT / "platform" / "src").rglob("*.py"):
         text = path.read_text()
-        for other in ("cartwise.commerce", "cartwise.serving", "cartwise.pipelines",
-                      "cartwise.models"):
+        for other in (
+            "cartwise.commerce",
+            "cartwise.serving",
+            "cartwise.pipelines",
+            "cartwise.models",
+        ):
             assert other not in text, f"{path} imports {other}"
     for path in (ROOT / "commerce" / "src").rglob("*.py"):
         text = path.read_text()

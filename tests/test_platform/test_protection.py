@@ -25,8 +25,9 @@ def limited_client(make_settings: Callable[..., Any], tmp_path) -> TestClient:
     engine = make_engine(url)
     metadata.create_all(engine)
     engine.dispose()
-    app = create_app(make_settings(database_url=url, rate_limit_per_minute=5,
-                                   auth_rate_limit_per_minute=2))
+    app = create_app(
+        make_settings(database_url=url, rate_limit_per_minute=5, auth_rate_limit_per_minute=2)
+    )
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -94,16 +95,21 @@ def test_hsts_in_production_mode(make_settings: Callable[..., Any], db_url: str)
 
 
 def test_cors_from_settings(client: TestClient) -> None:
-    ok = client.options("/api/v1/users/me", headers={
-        "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"})
+    ok = client.options(
+        "/api/v1/users/me",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
+    )
     assert ok.headers.get("access-control-allow-origin") == "http://localhost:3000"
-    bad = client.options("/api/v1/users/me", headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    bad = client.options(
+        "/api/v1/users/me",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
     assert "access-control-allow-origin" not in bad.headers
 
 
-def test_request_id_is_echoed_and_logged(client: TestClient,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_request_id_is_echoed_and_logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="cartwise.access"):
         r = client.get("/readyz", headers={"X-Request-Id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
@@ -136,16 +142,18 @@ def test_json_log_has_request_id() -> None:
 def test_body_size_limit(client: TestClient, app) -> None:
     limit = app.state.settings.max_body_bytes
     big = json.dumps({"email": "a@b.co", "password": "x" * (limit + 10)})
-    r = client.post("/api/v1/auth/register", content=big,
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/v1/auth/register", content=big, headers={"content-type": "application/json"}
+    )
     assert_problem(r, 413)
 
     def chunks():
         for _ in range(limit // 1000 + 5):
             yield b"x" * 1000
 
-    r = client.post("/api/v1/auth/register", content=chunks(),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/v1/auth/register", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert_problem(r, 413)
 
 
@@ -153,11 +161,18 @@ def test_errors_are_problem_documents(client: TestClient) -> None:
     body = assert_problem(client.get("/api/v1/no-such-route"), 404)
     assert body["instance"] == "/api/v1/no-such-route"
     assert_problem(client.put("/healthz"), 405)
-    body = assert_problem(client.post("/api/v1/auth/register", content=b"{not json",
-                                      headers={"content-type": "application/json"}), 400)
+    body = assert_problem(
+        client.post(
+            "/api/v1/auth/register",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
     assert body["type"].endswith("malformed-json")
-    body = assert_problem(client.post("/api/v1/auth/register",
-                                      json={"email": "not-an-email", "password": 5}), 422)
+    body = assert_problem(
+        client.post("/api/v1/auth/register", json={"email": "not-an-email", "password": 5}), 422
+    )
     fields = {e["field"] for e in body["errors"]}
     assert {"email", "password"} <= fields
 

@@ -48,10 +48,14 @@ def test_production_accepts_real_secrets() -> None:
         ({"database_url": ""}, "CARTWISE_DATABASE_URL"),
         ({"database_url": "sqlite:///x.db"}, "CARTWISE_DATABASE_URL"),
         ({"redis_url": ""}, "CARTWISE_REDIS_URL"),
-        ({"payment_provider": "stripe", "stripe_api_key": "sk_live_x"},
-         "CARTWISE_STRIPE_WEBHOOK_SECRET"),
-        ({"payment_provider": "stripe", "stripe_webhook_secret": "whsec_real"},
-         "CARTWISE_STRIPE_API_KEY"),
+        (
+            {"payment_provider": "stripe", "stripe_api_key": "sk_live_x"},
+            "CARTWISE_STRIPE_WEBHOOK_SECRET",
+        ),
+        (
+            {"payment_provider": "stripe", "stripe_webhook_secret": "whsec_real"},
+            "CARTWISE_STRIPE_API_KEY",
+        ),
     ],
 )
 def test_production_refuses_dev_defaults(override: dict, message: str) -> None:

@@ -49,8 +49,8 @@ CacheDep = Annotated[JsonCache, Depends(_cache)]
 
 __all__ = [
     "AdminDep",
-    "IntId",
     "CacheDep",
+    "IntId",
     "OptionalPrincipalDep",
     "PrincipalDep",
     "RedisDep",

@@ -69,6 +69,7 @@ class AddressBase(SQLModel):
     @classmethod
     def _upper_country(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
+
     phone: str = Field(default="", max_length=30)
 
 
