@@ -19,22 +19,22 @@ from cartwise.platform.settings import Settings
 from cartwise.platform.storage import Storage
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _redis(request: Request) -> redis.Redis:
+async def _redis(request: Request) -> redis.Redis:
     client: redis.Redis = request.app.state.redis
     return client
 
 
-def _storage(request: Request) -> Storage:
+async def _storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 
 
-def _cache(request: Request) -> JsonCache:
+async def _cache(request: Request) -> JsonCache:
     cache: JsonCache = request.app.state.cache
     return cache
 

@@ -75,6 +75,22 @@ class JsonCache:
             return None
         return json.loads(raw)
 
+    def get_raw(self, key: str) -> bytes | None:
+        """The cached JSON bytes as stored (no decode), or None on a miss or failure."""
+        try:
+            raw: Any = self.client.get(self._key(key))
+        except redis.RedisError as exc:
+            log.warning("cache get failed: %s", exc)
+            return None
+        return bytes(raw) if raw is not None else None
+
+    def set_raw(self, key: str, value: bytes, ttl: int) -> None:
+        """Store JSON bytes with a TTL; failures are logged and ignored."""
+        try:
+            self.client.set(self._key(key), value, ex=ttl)
+        except redis.RedisError as exc:
+            log.warning("cache set failed: %s", exc)
+
     def set(self, key: str, value: Any, ttl: int) -> None:
         """Store a value with a TTL; failures are logged and ignored."""
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -85,11 +85,18 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A request-scoped session on the app's engine; services own the commit."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A request-scoped session on the app's engine; services own the commit.
+
+    Async on purpose: opening a Session touches no connection, and closing one only hands it
+    back to the pool, so running this on the event loop saves two threadpool hops a request.
+    """
     engine: Engine = request.app.state.engine
-    with Session(engine, expire_on_commit=False) as session:
+    session = Session(engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

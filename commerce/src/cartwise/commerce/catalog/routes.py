@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, UploadFile, status
-from fastapi.responses import JSONResponse
 
 from cartwise.commerce.catalog import images, service
 from cartwise.commerce.catalog.models import (
@@ -57,7 +56,9 @@ def list_categories(session: SessionDep, cache: CacheDep, settings: SettingsDep)
     body, hit = service.cached_categories(
         session=session, cache=cache, ttl=settings.catalog_cache_seconds
     )
-    return JSONResponse(body, headers={"X-Cache": "hit" if hit else "miss"})
+    return Response(
+        body, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}
+    )
 
 
 @router.post("/categories", response_model=CategoryPublic, status_code=status.HTTP_201_CREATED)
@@ -123,7 +124,9 @@ def list_products(
         filters=filters,
         ttl=settings.catalog_cache_seconds,
     )
-    return JSONResponse(body, headers={"X-Cache": "hit" if hit else "miss"})
+    return Response(
+        body, media_type="application/json", headers={"X-Cache": "hit" if hit else "miss"}
+    )
 
 
 @router.post("/products", response_model=ProductPublic, status_code=status.HTTP_201_CREATED)

@@ -549,6 +549,10 @@ def list_products(*, session: Session, storage: Storage, filters: ProductFilters
     return ProductPage(items=items, total=total, page=filters.page, page_size=filters.page_size)
 
 
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def cached_listing(
     *,
     session: Session,
@@ -556,35 +560,36 @@ def cached_listing(
     cache: JsonCache,
     filters: ProductFilters,
     ttl: int,
-) -> tuple[dict[str, Any], bool]:
-    """The listing as JSON, from Redis when fresh; returns (body, was_cached)."""
+) -> tuple[bytes, bool]:
+    """The listing as JSON bytes, from Redis when fresh; returns (body, was_cached).
+
+    Bytes go to and from Redis untouched: a hit costs no JSON decoding or re-encoding.
+    """
     version = cache.version(NAMESPACE)
     cacheable = version >= 0 and ttl > 0 and filters.status == ProductStatus.active
     key = f"{NAMESPACE}:{version}:products:{filters.digest()}"
     if cacheable:
-        hit = cache.get(key)
-        if isinstance(hit, dict):
+        hit = cache.get_raw(key)
+        if hit is not None:
             return hit, True
     page = list_products(session=session, storage=storage, filters=filters)
-    body: dict[str, Any] = page.model_dump(mode="json")
+    body = _json_bytes(page.model_dump(mode="json"))
     if cacheable:
-        cache.set(key, body, ttl)
+        cache.set_raw(key, body, ttl)
     return body, False
 
 
-def cached_categories(
-    *, session: Session, cache: JsonCache, ttl: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """The category list as JSON, from Redis when fresh; returns (body, was_cached)."""
+def cached_categories(*, session: Session, cache: JsonCache, ttl: int) -> tuple[bytes, bool]:
+    """The category list as JSON bytes, from Redis when fresh; returns (body, was_cached)."""
     version = cache.version(NAMESPACE)
     key = f"{NAMESPACE}:{version}:categories"
     if version >= 0 and ttl > 0:
-        hit = cache.get(key)
-        if isinstance(hit, list):
+        hit = cache.get_raw(key)
+        if hit is not None:
             return hit, True
-    body = [c.model_dump(mode="json") for c in list_categories(session=session)]
+    body = _json_bytes([c.model_dump(mode="json") for c in list_categories(session=session)])
     if version >= 0 and ttl > 0:
-        cache.set(key, body, ttl)
+        cache.set_raw(key, body, ttl)
     return body, False
 
 
