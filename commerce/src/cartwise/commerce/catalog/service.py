@@ -553,30 +553,36 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def cached_listing(
+def lookup_listing(
+    *, cache: JsonCache, filters: ProductFilters, ttl: int
+) -> tuple[str | None, bytes | None]:
+    """The listing's cache key (None when not cacheable) and its cached bytes, if fresh.
+
+    Bytes go to and from Redis untouched: a hit costs no JSON decoding or re-encoding, and no
+    database work, so the route can answer it on the event loop.
+    """
+    version = cache.version(NAMESPACE)
+    if version < 0 or ttl <= 0 or filters.status != ProductStatus.active:
+        return None, None
+    key = f"{NAMESPACE}:{version}:products:{filters.digest()}"
+    return key, cache.get_raw(key)
+
+
+def build_listing(
     *,
     session: Session,
     storage: Storage,
     cache: JsonCache,
     filters: ProductFilters,
+    key: str | None,
     ttl: int,
-) -> tuple[bytes, bool]:
-    """The listing as JSON bytes, from Redis when fresh; returns (body, was_cached).
-
-    Bytes go to and from Redis untouched: a hit costs no JSON decoding or re-encoding.
-    """
-    version = cache.version(NAMESPACE)
-    cacheable = version >= 0 and ttl > 0 and filters.status == ProductStatus.active
-    key = f"{NAMESPACE}:{version}:products:{filters.digest()}"
-    if cacheable:
-        hit = cache.get_raw(key)
-        if hit is not None:
-            return hit, True
+) -> bytes:
+    """Query the listing, serialise it, and cache it under ``key`` when given."""
     page = list_products(session=session, storage=storage, filters=filters)
     body = _json_bytes(page.model_dump(mode="json"))
-    if cacheable:
+    if key is not None:
         cache.set_raw(key, body, ttl)
-    return body, False
+    return body
 
 
 def cached_categories(*, session: Session, cache: JsonCache, ttl: int) -> tuple[bytes, bool]:
