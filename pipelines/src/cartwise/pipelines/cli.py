@@ -321,6 +321,13 @@ def _serve(
     }
     if max_ongoing is not None:
         args["max_ongoing_requests"] = max_ongoing
+    import signal
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (docker stop, systemd, a supervisor) shuts down as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _stop)
     start_ray(
         num_cpus=max(os.cpu_count() or 1, replicas),
         dashboard=dashboard,
