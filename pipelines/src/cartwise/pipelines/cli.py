@@ -326,13 +326,14 @@ def _serve(
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # SIGTERM (docker stop, systemd, a supervisor) shuts down as cleanly as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _stop)
     start_ray(
         num_cpus=max(os.cpu_count() or 1, replicas),
         dashboard=dashboard,
         ingress=ingress.value,
     )
+    # SIGTERM (docker stop, systemd, a supervisor) shuts down as cleanly as Ctrl-C does.
+    # Installed after ray.init, which sets a handler of its own that just exits.
+    signal.signal(signal.SIGTERM, _stop)
     try:
         deploy(AppArgs.model_validate(args), host=host, port=port)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -345,6 +346,7 @@ def _serve(
         ]
         if dashboard:
             lines.append(f"Ray dashboard  http://127.0.0.1:{DASHBOARD_PORT}")
+            lines.append("               (Ray token auth: paste the token in ~/.ray/auth_token)")
         from rich.panel import Panel
 
         console.print(Panel.fit("\n".join(lines), title="Cartwise is up", border_style="cyan"))
