@@ -161,25 +161,34 @@ def _active_reservations(session: Session, order_id: str) -> list[StockReservati
     )
 
 
-def commit_reservations(*, session: Session, order_id: str) -> int:
-    """Payment: turn the order's reservations into sales. Does not commit; returns units."""
+def _settle(
+    session: Session,
+    order_id: str,
+    to_status: ReservationStatus,
+    reason: MovementReason,
+    *,
+    sold: bool,
+) -> int:
+    """Close the order's active reservations; a sale also takes the units off hand."""
     units = 0
     for res in _active_reservations(session, order_id):
+        # Claim the reservation first, so a concurrent settle of the same order skips it.
         claimed = session.execute(
             update(StockReservation)
             .where(
                 col(StockReservation.id) == res.id,
                 col(StockReservation.status) == ReservationStatus.active,
             )
-            .values(status=ReservationStatus.committed)
+            .values(status=to_status)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             continue
+        d_on_hand = -res.quantity if sold else 0
         session.execute(
             update(StockLevel)
             .where(col(StockLevel.sku) == res.sku)
             .values(
-                on_hand=col(StockLevel.on_hand) - res.quantity,
+                on_hand=col(StockLevel.on_hand) + d_on_hand,
                 reserved=col(StockLevel.reserved) - res.quantity,
                 updated_at=utcnow(),
             )
@@ -187,8 +196,8 @@ def commit_reservations(*, session: Session, order_id: str) -> int:
         _record(
             session,
             res.sku,
-            MovementReason.sale,
-            d_on_hand=-res.quantity,
+            reason,
+            d_on_hand=d_on_hand,
             d_reserved=-res.quantity,
             order_id=order_id,
         )
@@ -196,30 +205,16 @@ def commit_reservations(*, session: Session, order_id: str) -> int:
     return units
 
 
+def commit_reservations(*, session: Session, order_id: str) -> int:
+    """Payment: turn the order's reservations into sales. Does not commit; returns units."""
+    return _settle(session, order_id, ReservationStatus.committed, MovementReason.sale, sold=True)
+
+
 def release_reservations(
     *, session: Session, order_id: str, reason: MovementReason = MovementReason.release
 ) -> int:
     """Cancellation or expiry: give the held units back. Does not commit; returns units."""
-    units = 0
-    for res in _active_reservations(session, order_id):
-        claimed = session.execute(
-            update(StockReservation)
-            .where(
-                col(StockReservation.id) == res.id,
-                col(StockReservation.status) == ReservationStatus.active,
-            )
-            .values(status=ReservationStatus.released)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            continue
-        session.execute(
-            update(StockLevel)
-            .where(col(StockLevel.sku) == res.sku)
-            .values(reserved=col(StockLevel.reserved) - res.quantity, updated_at=utcnow())
-        )
-        _record(session, res.sku, reason, d_reserved=-res.quantity, order_id=order_id)
-        units += res.quantity
-    return units
+    return _settle(session, order_id, ReservationStatus.released, reason, sold=False)
 
 
 def restock(
