@@ -179,3 +179,45 @@ def test_replicas_get_absolute_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert "storage_local_path" not in overrides
     pg = Settings(var_dir=tmp_path, database_url="postgresql://u@h/db")
     assert "database_url" not in _replica_overrides(pg)
+
+
+def test_orders_release_expired_command(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from cartwise.commerce.catalog.models import Product, Variant
+    from cartwise.commerce.inventory import service as inventory
+    from cartwise.commerce.inventory.models import StockLevel
+    from cartwise.commerce.orders.models import Order, OrderStatus
+    from cartwise.platform.db import make_engine
+    from cartwise.platform.types import utcnow
+
+    assert _invoke(cli_env, "db", "upgrade").exit_code == 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'cartwise.db'}")
+    with Session(engine) as session:
+        product = Product(name="Mug", slug="mug")
+        session.add(product)
+        session.flush()
+        session.add(Variant(product_id=product.id or 0, sku="MUG-1", price="3.00"))
+        session.flush()
+        inventory.ensure_stock_row(session=session, sku="MUG-1", on_hand=5)
+        for oid, minutes in (("expired", -1), ("fresh", 30)):
+            session.add(
+                Order(id=oid, email="a@example.com", currency="GBP", subtotal="3.00", total="3.00")
+            )
+            session.flush()
+            inventory.reserve(
+                session=session,
+                sku="MUG-1",
+                quantity=2,
+                order_id=oid,
+                expires_at=utcnow() + timedelta(minutes=minutes),
+            )
+        session.commit()
+    result = _invoke(cli_env, "orders", "release-expired")
+    assert result.exit_code == 0, result.output
+    assert "1 expired order" in result.output
+    with Session(engine) as session:
+        assert session.get(Order, "expired").status == OrderStatus.cancelled
+        assert session.get(Order, "fresh").status == OrderStatus.pending_payment
+        assert session.get(StockLevel, "MUG-1").reserved == 2
+    engine.dispose()

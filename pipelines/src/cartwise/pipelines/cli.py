@@ -27,9 +27,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 catalog_app = typer.Typer(help="The product catalog.", no_args_is_help=True)
+orders_app = typer.Typer(help="Orders and stock reservations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(orders_app, name="orders")
 
 
 class Ingress(StrEnum):
@@ -192,6 +194,21 @@ def users_create_admin(
 ) -> None:
     """Create an admin, or promote an existing account and reset its password."""
     _print_credentials(*_create_admin(email, password))
+
+
+@orders_app.command("release-expired")
+def orders_release_expired(
+    limit: Annotated[int, typer.Option(min=1, help="Most orders to handle in one run.")] = 500,
+) -> None:
+    """Cancel unpaid orders whose stock reservation expired, giving the units back."""
+    from sqlmodel import Session
+
+    from cartwise.commerce.orders.service import expire_pending_orders
+    from cartwise.platform.db import get_engine
+
+    with Session(get_engine(_settings()), expire_on_commit=False) as session:
+        count = expire_pending_orders(session=session, limit=limit)
+    _console().print(f"released the reservations of {count} expired order(s)")
 
 
 # ---------------------------------------------------------------------- catalog
