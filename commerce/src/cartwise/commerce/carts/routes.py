@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Response, status
 
 from cartwise.commerce.carts import service
-from cartwise.commerce.carts.models import CartItemAdd, CartItemUpdate, CartPublic
+from cartwise.commerce.carts.models import Cart, CartItemAdd, CartItemUpdate, CartPublic
 from cartwise.commerce.deps import IntId, OptionalPrincipalDep, SessionDep, SettingsDep
 from cartwise.platform.errors import PROBLEM_RESPONSES
 
@@ -23,6 +23,21 @@ CartToken = Annotated[
     str | None,
     Header(max_length=128, description="The secret token of a guest cart."),
 ]
+
+
+def _reachable_cart(
+    cart_id: CartId,
+    session: SessionDep,
+    principal: OptionalPrincipalDep,
+    x_cart_token: CartToken = None,
+) -> Cart:
+    return service.get_cart_for(
+        session=session, cart_id=cart_id, principal=principal, token=x_cart_token
+    )
+
+
+# The cart in the path, if the caller owns it or holds its token; 404 otherwise.
+ReachableCart = Annotated[Cart, Depends(_reachable_cart)]
 
 
 @router.post(
@@ -44,50 +59,29 @@ def create_cart(
 
 
 @router.get("/carts/{cart_id}", response_model=CartPublic)
-def read_cart(
-    cart_id: CartId,
-    session: SessionDep,
-    principal: OptionalPrincipalDep,
-    x_cart_token: CartToken = None,
-) -> CartPublic:
+def read_cart(cart: ReachableCart, session: SessionDep) -> CartPublic:
     """A cart with its lines at current prices."""
-    cart = service.get_cart_for(
-        session=session, cart_id=cart_id, principal=principal, token=x_cart_token
-    )
     return service.cart_public(session=session, cart=cart)
 
 
 @router.post("/carts/{cart_id}/items", response_model=CartPublic)
 def add_cart_item(
-    cart_id: CartId,
-    data: CartItemAdd,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: OptionalPrincipalDep,
-    x_cart_token: CartToken = None,
+    cart: ReachableCart, data: CartItemAdd, session: SessionDep, settings: SettingsDep
 ) -> CartPublic:
     """Add a SKU (or variant id) to a cart; adding it again increases the line."""
-    cart = service.get_cart_for(
-        session=session, cart_id=cart_id, principal=principal, token=x_cart_token
-    )
     cart = service.add_item(session=session, settings=settings, cart=cart, data=data)
     return service.cart_public(session=session, cart=cart)
 
 
 @router.patch("/carts/{cart_id}/items/{item_id}", response_model=CartPublic)
 def update_cart_item(
-    cart_id: CartId,
+    cart: ReachableCart,
     item_id: IntId,
     data: CartItemUpdate,
     session: SessionDep,
     settings: SettingsDep,
-    principal: OptionalPrincipalDep,
-    x_cart_token: CartToken = None,
 ) -> CartPublic:
     """Change the quantity of a cart line."""
-    cart = service.get_cart_for(
-        session=session, cart_id=cart_id, principal=principal, token=x_cart_token
-    )
     cart = service.update_item(
         session=session, settings=settings, cart=cart, item_id=item_id, quantity=data.quantity
     )
@@ -95,16 +89,7 @@ def update_cart_item(
 
 
 @router.delete("/carts/{cart_id}/items/{item_id}", response_model=CartPublic)
-def remove_cart_item(
-    cart_id: CartId,
-    item_id: IntId,
-    session: SessionDep,
-    principal: OptionalPrincipalDep,
-    x_cart_token: CartToken = None,
-) -> CartPublic:
+def remove_cart_item(cart: ReachableCart, item_id: IntId, session: SessionDep) -> CartPublic:
     """Remove a line from a cart; answers with the cart."""
-    cart = service.get_cart_for(
-        session=session, cart_id=cart_id, principal=principal, token=x_cart_token
-    )
     cart = service.remove_item(session=session, cart=cart, item_id=item_id)
     return service.cart_public(session=session, cart=cart)
