@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from cartwise.commerce.carts.routes import router as carts_router
     from cartwise.commerce.catalog.routes import router as catalog_router
     from cartwise.commerce.customers.routes import auth_router, users_router
+    from cartwise.commerce.events.routes import router as events_router
     from cartwise.commerce.inventory.routes import router as inventory_router
     from cartwise.commerce.orders.routes import router as orders_router
     from cartwise.commerce.payments.routes import router as payments_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orders_router,
         payments_router,
         vouchers_router,
+        events_router,
     ):
         app.include_router(router)
 

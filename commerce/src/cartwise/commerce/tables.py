@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from cartwise.commerce.carts import models as _carts
 from cartwise.commerce.catalog import models as _catalog
 from cartwise.commerce.customers import models as _customers
+from cartwise.commerce.events import models as _events
 from cartwise.commerce.inventory import models as _inventory
 from cartwise.commerce.orders import models as _orders
 from cartwise.commerce.outbox import models as _outbox
@@ -17,6 +18,7 @@ __all__ = [
     "_carts",
     "_catalog",
     "_customers",
+    "_events",
     "_inventory",
     "_orders",
     "_outbox",

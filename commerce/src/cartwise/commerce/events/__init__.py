@@ -1,0 +1,1 @@
+"""Cartwise commerce: shopper events."""
