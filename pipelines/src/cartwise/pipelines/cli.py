@@ -28,10 +28,12 @@ db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 catalog_app = typer.Typer(help="The product catalog.", no_args_is_help=True)
 orders_app = typer.Typer(help="Orders and stock reservations.", no_args_is_help=True)
+data_app = typer.Typer(help="Import outside data into the commerce database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(orders_app, name="orders")
+app.add_typer(data_app, name="data")
 
 
 class Ingress(StrEnum):
@@ -288,6 +290,103 @@ def catalog_load_sample(
 ) -> None:
     """Load the real sample catalog (UCI Online Retail) with stock; safe to run twice."""
     _load_sample(path, stock)
+
+
+# ------------------------------------------------------------------------- data
+
+
+@data_app.command("import-online-retail")
+def data_import_online_retail(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="The by-day CSV folder, one .csv/.csv.gz, the .parquet file or the .xlsx.",
+        ),
+    ],
+) -> None:
+    """Import UCI Online Retail customers, catalog and orders; safe to run twice."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from cartwise.commerce.importing.online_retail import import_online_retail
+    from cartwise.platform.db import get_engine
+
+    console = _console()
+    settings = _settings()
+    _prepare_sqlite_dir(settings)
+    started = time.perf_counter()
+    with (
+        Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+        Session(get_engine(settings), expire_on_commit=False) as session,
+    ):
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        try:
+            summary = import_online_retail(session=session, path=path, progress=report)
+        except (FileNotFoundError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="PATH") from exc
+    _bump_catalog_cache(settings)
+
+    read = Table(title="read", show_header=False, title_justify="left")
+    read.add_row("source", f"{summary.path} ({summary.source_format})")
+    read.add_row("rows", f"{summary.rows_read:,}")
+    read.add_row("invoices", f"{summary.invoices_read:,}")
+    read.add_row("customer ids", f"{summary.customers_read:,}")
+    read.add_row("stock codes", f"{summary.stock_codes_read:,}")
+    read.add_row("countries", f"{summary.countries_read:,}")
+    console.print(read)
+
+    skipped = Table(title="skipped rows", title_justify="left")
+    skipped.add_column("why")
+    skipped.add_column("rows", justify="right")
+    for reason, count in summary.skipped.items():
+        skipped.add_row(reason, f"{count:,}")
+    if not summary.skipped:
+        skipped.add_row("nothing skipped", "0")
+    console.print(skipped)
+    if summary.non_product_codes:
+        codes = ", ".join(summary.non_product_codes[:20])
+        more = len(summary.non_product_codes) - 20
+        console.print(f"[dim]non-product codes: {codes}{f' (+{more})' if more > 0 else ''}[/]")
+
+    written = Table(title="written", title_justify="left")
+    written.add_column("what")
+    written.add_column("created", justify="right")
+    written.add_column("already present", justify="right")
+    written.add_row("categories", f"{summary.categories_created:,}", "-")
+    written.add_row(
+        "products + variants", f"{summary.products_created:,}", f"{summary.products_existing:,}"
+    )
+    written.add_row(
+        "customers", f"{summary.customers_created:,}", f"{summary.customers_existing:,}"
+    )
+    written.add_row("orders (delivered)", f"{summary.orders_created:,}", "")
+    written.add_row("orders (refunded cancellations)", f"{summary.refunds_created:,}", "")
+    written.add_row(
+        "orders (either kind)",
+        f"{summary.orders_created + summary.refunds_created:,}",
+        f"{summary.orders_existing:,}",
+    )
+    written.add_row("order lines", f"{summary.lines_created:,}", "")
+    console.print(written)
+    console.print(f"time {time.perf_counter() - started:.1f}s")
+    console.print(
+        "[dim]Data: UCI Online Retail (CC BY 4.0), Chen, Sain & Guo (2012), "
+        "doi:10.1057/dbm.2012.17[/]"
+    )
 
 
 # ------------------------------------------------------------------------ serve

@@ -413,9 +413,10 @@ def read_sample(path: Path, summary: LoadSummary | None = None) -> list[SampleIt
     return items
 
 
-def _ensure_categories(
+def ensure_categories(
     session: Session, paths: set[tuple[str, ...]], summary: LoadSummary
 ) -> dict[tuple[str, ...], int]:
+    """The id of every category path, creating the missing ones (shared with the importer)."""
     wanted: dict[tuple[str, ...], str] = {}
     for path in paths:
         for depth in range(1, len(path) + 1):
@@ -473,7 +474,7 @@ def load_sample(
         return summary
 
     try:
-        category_ids = _ensure_categories(
+        category_ids = ensure_categories(
             session, {item.category_path for item in new_items}, summary
         )
         slugs = {item.sku: f"{slugify(item.name)}-{item.sku.lower()}" for item in new_items}
@@ -485,7 +486,7 @@ def load_sample(
         for batch in _chunks(new_items, 200):
             products: list[Product] = []
             for item in batch:
-                slug = _free_slug(slugs[item.sku], taken)
+                slug = free_slug(slugs[item.sku], taken)
                 products.append(
                     Product(
                         name=item.name,
@@ -532,7 +533,8 @@ def load_sample(
     return summary
 
 
-def _free_slug(slug: str, taken: set[str]) -> str:
+def free_slug(slug: str, taken: set[str]) -> str:
+    """``slug``, or ``slug-2``, ``slug-3``… if taken; records the one it returns."""
     candidate, n = slug, 2
     while candidate in taken:
         candidate = f"{slug}-{n}"

@@ -1,0 +1,1 @@
+"""Bulk imports of outside data into the commerce database."""
