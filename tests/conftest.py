@@ -206,3 +206,42 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     assert body["status"] == status
     assert {"type", "title", "detail"} <= set(body)
     return body
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for an embedded (SQLite, in-process Redis) CLI run under tmp_path."""
+    from cartwise.platform.db import dispose_engines
+    from cartwise.platform.settings import get_settings
+
+    env = {
+        "CARTWISE_VAR_DIR": str(tmp_path / "var"),
+        "CARTWISE_DATABASE_URL": "",
+        "CARTWISE_REDIS_URL": "",
+        "CARTWISE_ENV": "development",
+        "CARTWISE_LOG_LEVEL": "WARNING",
+    }
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+    dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def peer() -> Iterator[Any]:
+    """The local Stripe stand-in (tests/stripe_peer.py), one per module."""
+    from tests.stripe_peer import running_peer
+
+    with running_peer() as p:
+        yield p
+
+
+@pytest.fixture
+def stripe_settings(make_settings: Callable[..., Any], db_url: str, peer: Any) -> Any:
+    """Settings on the current database, with Stripe pointed at the peer."""
+    return make_settings(
+        database_url=db_url,
+        payment_provider="stripe",
+        stripe_api_key=peer.api_key,
+        stripe_api_base=peer.url,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -229,25 +228,6 @@ def test_unknown_inputs_are_refused(tmp_path: Path) -> None:
         ol.read_frame(tmp_path / "missing.parquet")
     assert len(ol.COUNTRY_CODES) == 38
     assert ol.order_id("C" + "9" * 40) == ("ol-C" + "9" * 40)[:32]
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Environment for an embedded (SQLite) CLI run under tmp_path."""
-    from cartwise.platform.db import dispose_engines
-    from cartwise.platform.settings import get_settings
-
-    env = {
-        "CARTWISE_VAR_DIR": str(tmp_path / "var"),
-        "CARTWISE_DATABASE_URL": "",
-        "CARTWISE_REDIS_URL": "",
-        "CARTWISE_ENV": "development",
-        "CARTWISE_LOG_LEVEL": "WARNING",
-    }
-    get_settings.cache_clear()
-    yield env
-    get_settings.cache_clear()
-    dispose_engines()
 
 
 def test_cli_imports_and_prints_a_summary(cli_env: dict[str, str], tmp_path: Path) -> None:

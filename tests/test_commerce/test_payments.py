@@ -8,7 +8,7 @@ library. Manual-provider tests move no money anywhere, as in the embedded defaul
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -24,25 +24,13 @@ from cartwise.commerce.payments import service
 from cartwise.commerce.payments.models import Payment, Refund
 from tests.conftest import Account, assert_problem
 from tests.payments_support import count, fresh, place_order, post_event
-from tests.stripe_peer import StripePeer, running_peer
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[StripePeer]:
-    """The Stripe stand-in, one per module."""
-    with running_peer() as p:
-        yield p
+from tests.stripe_peer import StripePeer
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Any], db_url: str, peer: StripePeer) -> Any:
-    """The app on the current database, with Stripe pointed at the peer."""
-    return make_settings(
-        database_url=db_url,
-        payment_provider="stripe",
-        stripe_api_key=peer.api_key,
-        stripe_api_base=peer.url,
-    )
+def settings(stripe_settings: Any) -> Any:
+    """The app's settings in this module: Stripe pointed at the local peer."""
+    return stripe_settings
 
 
 def _paid_stripe_order(client: TestClient, app: FastAPI, peer: StripePeer, **kw: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -29,25 +29,13 @@ from cartwise.commerce.payments.port import PaymentProviderError
 from cartwise.commerce.payments.stripe_adapter import StripeProvider
 from tests.conftest import assert_problem
 from tests.payments_support import WEBHOOK_URL, count, fresh, place_order, post_event
-from tests.stripe_peer import StripePeer, running_peer
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[StripePeer]:
-    """The Stripe stand-in, one per module."""
-    with running_peer() as p:
-        yield p
+from tests.stripe_peer import StripePeer
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Any], db_url: str, peer: StripePeer) -> Any:
-    """The app on the current database, with Stripe pointed at the peer."""
-    return make_settings(
-        database_url=db_url,
-        payment_provider="stripe",
-        stripe_api_key=peer.api_key,
-        stripe_api_base=peer.url,
-    )
+def settings(stripe_settings: Any) -> Any:
+    """The app's settings in this module: Stripe pointed at the local peer."""
+    return stripe_settings
 
 
 def _start(app: FastAPI, order_id: str) -> str:

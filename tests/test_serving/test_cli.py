@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +54,6 @@ def test_generated_passwords_are_strong() -> None:
         assert re.search(r"[a-z]", password)
         assert re.search(r"[A-Z]", password)
         assert re.search(r"\d", password)
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Environment for an embedded (SQLite, in-process Redis) CLI run under tmp_path."""
-    from cartwise.platform.db import dispose_engines
-    from cartwise.platform.settings import get_settings
-
-    env = {
-        "CARTWISE_VAR_DIR": str(tmp_path / "var"),
-        "CARTWISE_DATABASE_URL": "",
-        "CARTWISE_REDIS_URL": "",
-        "CARTWISE_ENV": "development",
-        "CARTWISE_LOG_LEVEL": "WARNING",
-    }
-    get_settings.cache_clear()
-    yield env
-    get_settings.cache_clear()
-    dispose_engines()
 
 
 def _invoke(env: dict[str, str], *args: str) -> Any:
