@@ -245,3 +245,58 @@ def stripe_settings(make_settings: Callable[..., Any], db_url: str, peer: Any) -
         stripe_api_key=peer.api_key,
         stripe_api_base=peer.url,
     )
+
+
+@pytest.fixture(params=["embedded", "production"])
+def feature_env(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, pg_database: str
+) -> Iterator[tuple[Any, Session]]:
+    """Commerce DB + feature settings: SQLite/SQLite/file, or PostgreSQL/Redis/SQL registry."""
+    from cartwise.commerce.tables import metadata
+    from cartwise.features.settings import FeatureSettings
+    from cartwise.platform.db import get_engine
+
+    common: dict[str, Any] = {
+        "env": "test",
+        "var_dir": tmp_path / "var",
+        "redis_url": redis_url,
+        "feast_project": f"t{uuid.uuid4().hex[:10]}",
+        "log_level": "WARNING",
+    }
+    if request.param == "embedded":
+        settings = FeatureSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}", **common)
+        metadata.create_all(get_engine(settings))
+    else:
+        _truncate_all(pg_database)
+        settings = FeatureSettings(
+            database_url=pg_database,
+            feast_online_store="redis",
+            feast_redis_url=redis_url,
+            feast_registry_url=pg_database,
+            **common,
+        )
+    with Session(get_engine(settings), expire_on_commit=False) as s:
+        yield settings, s
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., Any]]:
+    """The served app (commerce + session push) for feature settings, as a test client."""
+    from fastapi.testclient import TestClient
+
+    from cartwise.serving.asgi import create_app
+
+    opened: list[Any] = []
+
+    def make(settings: Any) -> tuple[TestClient, Any]:
+        overrides = settings.model_dump()
+        overrides.update(rate_limit_per_minute=100_000, auth_rate_limit_per_minute=100_000)
+        app = create_app(overrides)
+        client = TestClient(app)
+        client.__enter__()
+        opened.append(client)
+        return client, app.state.session_push
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)

@@ -66,11 +66,9 @@ class CommerceIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the FastAPI app in the replica (Serve calls this after ``__init__``)."""
-        from cartwise.commerce import create_app
-        from cartwise.platform.settings import Settings, get_settings
+        from cartwise.serving.asgi import create_app
 
-        settings = Settings(**self._overrides) if self._overrides else get_settings()
-        app = create_app(settings)
+        app = create_app(self._overrides)
         # Outermost, so it sees the headers the app's own middleware added.
         app.add_middleware(SingleRequestIdHeader)
         return app
