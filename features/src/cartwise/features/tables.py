@@ -322,7 +322,9 @@ SELECT product_id, (day + 1)::TIMESTAMPTZ AS event_timestamp,
     coalesce(price / nullif(price_30d_ago, 0) - 1, 0)::DOUBLE AS price_change_30d,
     stock_on_hand::BIGINT AS stock_on_hand,
     coalesce(stock_on_hand / nullif(units_30d / 30.0, 0), 9999)::DOUBLE AS days_of_cover,
-    coalesce(returned_units_90d / nullif(units_90d, 0), 0)::DOUBLE AS return_rate_90d
+    -- Returned units over all units that left the shop (kept plus returned), so in [0, 1].
+    coalesce(returned_units_90d / nullif(units_90d + returned_units_90d, 0), 0)::DOUBLE
+        AS return_rate_90d
 FROM priced;
 
 -- Dense daily demand from each product's first sale, with the calendar; stamped at day end.

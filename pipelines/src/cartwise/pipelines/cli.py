@@ -34,6 +34,10 @@ app.add_typer(users_app, name="users")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(orders_app, name="orders")
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(help="The Feast feature store.", no_args_is_help=True)
+flows_app = typer.Typer(help="Prefect flows.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(flows_app, name="flows")
 
 
 class Ingress(StrEnum):
@@ -389,6 +393,109 @@ def data_import_online_retail(
     )
 
 
+class SynthTarget(StrEnum):
+    """Where ``data synth`` writes the shop."""
+
+    db = "db"
+    parquet = "parquet"
+
+
+@data_app.command("synth")
+def data_synth(
+    customers: Annotated[int, typer.Option(min=1, help="Honest customers.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, max=3660, help="Days simulated.")] = 120,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed: same seed, same shop.")] = 42,
+    start: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD (default: the last is yesterday).")
+    ] = None,
+    products: Annotated[int, typer.Option(min=1, help="Products in the catalog.")] = 300,
+    fraud_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraud orders per honest order.")
+    ] = 0.02,
+    to: Annotated[
+        SynthTarget, typer.Option(help="db: the commerce database; parquet: the facts layout.")
+    ] = SynthTarget.db,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Parquet facts and/or ground_truth/ folder (default: VAR_DIR/synth)."),
+    ] = None,
+) -> None:
+    """Generate a deterministic living shop with its hidden truth; safe to run twice."""
+    from datetime import date
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from cartwise.features.synth import Pricing, SynthConfig, synth
+
+    try:
+        first = date.fromisoformat(start) if start else None
+    except ValueError as exc:
+        raise typer.BadParameter("expected YYYY-MM-DD", param_hint="--start") from exc
+    console, settings = _console(), _settings()
+    config = SynthConfig(customers, days, seed, first, products, fraud_rate)
+    target = out or settings.var_dir / "synth"
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        pricing = Pricing.from_settings(settings)
+        if to is SynthTarget.db:
+            from sqlmodel import Session
+
+            from cartwise.features.synth.write_db import SynthConflict
+            from cartwise.platform.db import get_engine
+
+            _prepare_sqlite_dir(settings)
+            with Session(get_engine(settings), expire_on_commit=False) as session:
+                try:
+                    result = synth(
+                        config,
+                        to="db",
+                        out=target,
+                        session=session,
+                        pricing=pricing,
+                        progress=report,
+                    )
+                except SynthConflict as exc:
+                    raise typer.BadParameter(str(exc), param_hint="--seed") from exc
+            _bump_catalog_cache(settings)
+        else:
+            result = synth(config, to="parquet", out=target, pricing=pricing, progress=report)
+
+    c = result.counts
+    table = Table(title=f"synthetic shop (seed {seed})", show_header=False, title_justify="left")
+    table.add_row("period", f"{result.config.first_day()} + {days} days")
+    table.add_row("customers", f"{customers:,} (+{c['fraud_accounts']:,} fraud accounts)")
+    table.add_row("products", f"{c['products']:,} in {c['categories']} categories")
+    table.add_row("sessions", f"{c['sessions']:,}")
+    table.add_row("events", f"{c['events']:,}")
+    table.add_row("orders", f"{c['orders']:,} ({c['order_lines']:,} lines)")
+    patterns = ", ".join(f"{k} {v}" for k, v in sorted(c["fraud_orders_by_pattern"].items()))
+    table.add_row("fraud orders", f"{c['fraud_orders']:,} ({patterns or 'none'})")
+    table.add_row("failed payments", f"{c['failed_payments']:,}")
+    table.add_row("returns", f"{c['returns']:,}")
+    if to is SynthTarget.db:
+        new = ", ".join(f"{k} {v:,}" for k, v in result.written.items())
+        table.add_row("inserted", new)
+    else:
+        table.add_row("parquet", str(result.out))
+    table.add_row("ground truth", str(result.truth))
+    table.add_row("elapsed", f"{result.elapsed:.1f}s")
+    console.print(table)
+
+
 # ------------------------------------------------------------------------ serve
 
 
@@ -507,9 +614,11 @@ def api(
 
     _prepare_sqlite_dir(_settings())
     root = Path(__file__).resolve().parents[4]
-    reload_dirs = [str(p) for p in (root / "platform" / "src", root / "commerce" / "src")]
+    reload_dirs = [
+        str(root / member / "src") for member in ("platform", "commerce", "features", "serving")
+    ]
     uvicorn.run(
-        "cartwise.commerce:create_app",
+        "cartwise.serving.asgi:create_app",
         factory=True,
         host=host,
         port=port,
@@ -533,16 +642,22 @@ def demo(
     ] = None,
     dashboard: DashboardOpt = True,
 ) -> None:
-    """Migrate, create an admin (credentials printed), load the sample catalog, then serve."""
+    """Migrate, create an admin, load the real sample (catalog, orders), refresh features, serve."""
+    from cartwise.commerce.catalog.sample import default_sample_path
+
     console = _console()
-    console.rule("1/4 migrate")
+    console.rule("1/6 migrate")
     db_upgrade("head")
-    console.rule("2/4 admin")
+    console.rule("2/6 admin")
     credentials = _create_admin(email, password)
     _print_credentials(*credentials)
-    console.rule("3/4 sample catalog")
+    console.rule("3/6 sample catalog")
     _load_sample(None, None)
-    console.rule("4/4 serve")
+    console.rule("4/6 sample orders and customers")
+    data_import_online_retail(default_sample_path())
+    console.rule("5/6 features")
+    _refresh_features()
+    console.rule("6/6 serve")
     _serve(
         host=host,
         port=port,
@@ -551,6 +666,141 @@ def demo(
         max_ongoing=None,
         dashboard=dashboard,
     )
+
+
+# --------------------------------------------------------------------------- features
+
+FullOpt = Annotated[bool, typer.Option("--full", help="Redo everything, not just what is new.")]
+
+
+def _feature_settings() -> Any:
+    from cartwise.features.settings import get_feature_settings
+
+    return get_feature_settings()
+
+
+def _counts_table(title: str, counts: dict[str, int]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in counts.items():
+        table.add_row(name, f"{rows:,}")
+    return table
+
+
+@features_app.command("export")
+def features_export(full: FullOpt = False) -> None:
+    """Export the commerce facts to Parquet partitioned by date (incremental, idempotent)."""
+    from cartwise.features.export import export_facts
+    from cartwise.platform.db import get_engine
+
+    settings = _feature_settings()
+    console = _console()
+    with console.status("exporting commerce facts...") as status:
+        summary = export_facts(
+            get_engine(settings),
+            settings.exports_dir,
+            full=full,
+            on_table=lambda name, rows: status.update(f"exported {name} ({rows:,} rows)"),
+        )
+    console.print(_counts_table(f"export → {settings.exports_dir}", summary.rows))
+    console.print(_counts_table("dimensions", summary.dimensions))
+
+
+@features_app.command("build")
+def features_build() -> None:
+    """Compute the feature tables from the exports (DuckDB)."""
+    from cartwise.features.tables import build_feature_tables
+
+    settings = _feature_settings()
+    console = _console()
+    with console.status("building feature tables..."):
+        counts = build_feature_tables(settings.exports_dir, settings.tables_dir)
+    console.print(_counts_table(f"feature tables → {settings.tables_dir}", counts))
+
+
+@features_app.command("apply")
+def features_apply(
+    force: Annotated[bool, typer.Option(help="Apply even if nothing changed.")] = False,
+) -> None:
+    """Register the Feast definitions (skipped when they have not changed)."""
+    from cartwise.features import store
+
+    applied = store.apply(_feature_settings(), force=force)
+    _console().print("[green]applied[/]" if applied else "definitions unchanged: nothing to apply")
+
+
+@features_app.command("materialize")
+def features_materialize(full: FullOpt = False) -> None:
+    """Load feature rows newer than the last run into the online store."""
+    from cartwise.features import store
+
+    settings = _feature_settings()
+    with _console().status(f"materialising into {settings.online_store_kind}..."):
+        summary = store.materialize(settings, full=full)
+    if summary.skipped:
+        _console().print("nothing new to materialise")
+    else:
+        _console().print(
+            _counts_table(f"materialised up to {summary.end:%Y-%m-%d %H:%M}", summary.rows)
+        )
+
+
+def _refresh_features() -> None:
+    """Export, build, apply and materialise in this process (the flow without Prefect's API)."""
+    features_export(full=False)
+    features_build()
+    features_apply(force=False)
+    features_materialize(full=False)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+def _prefect_home() -> None:
+    """Keep Prefect's local state under var/ unless the user chose a Prefect home or API."""
+    import os
+
+    if not os.environ.get("PREFECT_HOME") and not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_HOME"] = str((_settings().var_dir / "prefect").resolve())
+    # The ephemeral API server imports and migrates for ~20-40 s on 2 cores the first time.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@flows_app.command("list")
+def flows_list() -> None:
+    """List the flows ``cartwise flows run`` knows."""
+    from cartwise.pipelines.flows import FLOWS
+
+    for name, target in FLOWS.items():
+        _console().print(f"{name}  [dim]{target}[/]")
+
+
+@flows_app.command("run")
+def flows_run(
+    name: Annotated[str, typer.Argument(help="The flow, e.g. refresh-features.")],
+    full: FullOpt = False,
+) -> None:
+    """Run a flow once, now, in this process (Prefect's ephemeral API unless one is set)."""
+    import importlib
+
+    from cartwise.pipelines.flows import FLOWS
+
+    if name not in FLOWS:
+        raise typer.BadParameter(f"unknown flow {name!r}; known: {', '.join(FLOWS)}")
+    _prefect_home()
+    module, function = FLOWS[name].split(":")
+    flow = getattr(importlib.import_module(module), function)
+    result = flow(full=full)
+    console = _console()
+    if isinstance(result, dict):
+        for step, value in result.items():
+            if isinstance(value, dict):
+                console.print(_counts_table(step, value))
+            else:
+                console.print(f"{step}: {value}")
 
 
 def main() -> None:

@@ -1,0 +1,8 @@
+"""Prefect flows: thin compositions of tasks that call the other members."""
+
+from __future__ import annotations
+
+# Flow names as the CLI spells them -> "module:function", imported only when run.
+FLOWS: dict[str, str] = {
+    "refresh-features": "cartwise.pipelines.flows.features:refresh_features",
+}
