@@ -3,6 +3,11 @@
     uv run python bench/events_ingest.py                          # 16 clients, 15 s, 100/batch
     uv run python bench/events_ingest.py --clients 32 --batch 100 --seconds 20 --signed-in
 
+With ``--push`` the served app is the production one (``cartwise.serving.asgi:create_app``):
+every stored batch also updates session features in Feast's Redis online store through the
+push source, and a probe measures freshness under the load: it posts one event for a new
+session every 0.25 s and polls the online store until the session appears.
+
 It creates a PostgreSQL database of its own (tables via ``metadata.create_all``, since the
 events migration is generated separately), serves the app with one uvicorn worker in a
 subprocess (Redis rate limiting on, as in production), and drives ``--clients`` concurrent
@@ -24,6 +29,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -184,10 +190,62 @@ async def drive(base_url: str, args: argparse.Namespace, seconds: float, token: 
     return stats
 
 
+def prepare_push(values: dict[str, Any], redis_url: str) -> dict[str, Any]:
+    """Apply the Feast definitions on a bench project (Redis online store); return overrides."""
+    from cartwise.features import store
+    from cartwise.features.settings import FeatureSettings
+
+    extra = {
+        "feast_online_store": "redis",
+        "feast_redis_url": redis_url,
+        "feast_project": f"bench_{uuid.uuid4().hex[:8]}",
+    }
+    store.apply(FeatureSettings(**values, **extra))
+    return extra
+
+
+def probe_freshness(base_url: str, settings_values: dict[str, Any], stop: Any) -> list[float]:
+    """Seconds from posting an event of a new session until the online store shows it."""
+    import httpx
+
+    from cartwise.features.settings import FeatureSettings
+    from cartwise.features.store import get_store
+
+    fs = get_store(FeatureSettings(**settings_values))
+    service = fs.get_feature_service("session_v1")
+    delays: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            session_id = f"probe-{uuid.uuid4().hex[:12]}"
+            event = {
+                "type": "search",
+                "session_id": session_id,
+                "query": f"probe {n}",
+                "client_ts": datetime.now(UTC).isoformat(),
+            }
+            started = time.perf_counter()
+            if client.post("/api/v1/events", json={"events": [event]}).status_code != 202:
+                continue
+            while time.perf_counter() - started < 10:
+                got = fs.get_online_features(
+                    features=service, entity_rows=[{"session_id": session_id}]
+                ).to_dict()
+                if got["event_count"][0]:
+                    delays.append(time.perf_counter() - started)
+                    break
+                time.sleep(0.01)
+            stop.wait(0.25)
+    return delays
+
+
 def stored_count(database_url: str) -> int:
-    """Rows in shopper_event."""
+    """Rows in shopper_event, leaving out the freshness probe's."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM shopper_event").fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM shopper_event WHERE session_id NOT LIKE 'probe-%'"
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -199,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds")
     parser.add_argument("--signed-in", action="store_true", help="send a bearer token")
+    parser.add_argument(
+        "--push", action="store_true", help="serve with the Feast session push and probe freshness"
+    )
     parser.add_argument(
         "--pg-admin",
         default=os.environ.get(
@@ -217,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preparing database {dbname} ...", flush=True)
     database_url = prepare(args.pg_admin, dbname)
     values = settings_values(database_url, args.redis, var_dir)
+    if args.push:
+        values.update(prepare_push(values, args.redis))
     env = {**os.environ, **{f"CARTWISE_{k.upper()}": str(v) for k, v in values.items()}}
     port = free_port()
     log_path = Path(var_dir) / "uvicorn.log"
@@ -231,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                     "-m",
                     "uvicorn",
                     "--factory",
-                    "cartwise.commerce:create_app",
+                    "cartwise.serving.asgi:create_app"
+                    if args.push
+                    else "cartwise.commerce:create_app",
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -252,7 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup > 0:
             asyncio.run(drive(base, args, args.warmup, token))
         before = stored_count(database_url)
+        delays: list[float] = []
+        stop = threading.Event()
+        prober = threading.Thread(
+            target=lambda: delays.extend(probe_freshness(base, values, stop)), daemon=True
+        )
+        if args.push:
+            prober.start()
         stats = asyncio.run(drive(base, args, args.seconds, token))
+        stop.set()
+        if args.push:
+            prober.join(timeout=30)
         stored = stored_count(database_url) - before
         batches = len(stats.latencies)
         print(
@@ -266,6 +341,15 @@ def main(argv: list[str] | None = None) -> int:
             + (f"  first: {stats.first_error}" if stats.first_error else ""),
             flush=True,
         )
+        if args.push:
+            ordered = sorted(delays) or [float("nan")]
+            print(
+                f"  session push freshness over {len(delays)} probes: "
+                f"p50 {ordered[len(ordered) // 2] * 1000:.0f} ms, "
+                f"p99 {ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000:.0f} ms, "
+                f"max {ordered[-1] * 1000:.0f} ms",
+                flush=True,
+            )
         if stored != stats.accepted:
             print("  MISMATCH: stored rows differ from accepted events", flush=True)
             return 1

@@ -79,8 +79,10 @@ def build(settings: FeatureSettings) -> list[Any]:
         schema=[
             *_ints("orders_7d", "orders_30d", "orders_90d"),
             *_floats("spend_7d", "spend_30d", "spend_90d"),
-            *_ints("returns_90d", "sessions_30d", "views_30d"),
-            *_floats("purchases_per_view_30d"),
+            *_ints("returns_7d", "returns_30d", "returns_90d"),
+            *_ints("sessions_7d", "sessions_30d", "sessions_90d"),
+            *_ints("views_7d", "views_30d", "views_90d"),
+            *_floats("purchases_per_view_7d", "purchases_per_view_30d", "purchases_per_view_90d"),
             *_ints("days_since_last_order", "orders_lifetime"),
             *_floats("spend_lifetime", "avg_order_value"),
             *_ints("top_category_id"),
@@ -124,8 +126,8 @@ def build(settings: FeatureSettings) -> list[Any]:
         ttl=ttl,
         schema=[
             *_ints("units_1d", "units_7d", "units_30d", "views_1d", "views_7d", "views_30d"),
-            *_ints("carts_7d", "orders_7d", "orders_30d"),
-            *_floats("revenue_30d", "conversion_7d", "conversion_30d"),
+            *_ints("carts_7d", "orders_1d", "orders_7d", "orders_30d"),
+            *_floats("revenue_30d", "conversion_1d", "conversion_7d", "conversion_30d"),
             *_ints("search_clicks_30d"),
             *_floats("price", "price_change_30d"),
             *_ints("stock_on_hand"),
