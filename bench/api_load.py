@@ -4,7 +4,7 @@
     uv run python bench/api_load.py --clients 20 --seconds 10 --replicas 2 --ingress proxy
 
 In one run it creates a database of its own, migrates it, loads the real sample catalog (UCI
-Online Retail, 2,197 products) with deep stock, makes one signed-in shopper per client, then
+Online Retail, 2,933 products) with deep stock, makes one signed-in shopper per client, then
 serves the app twice: under plain uvicorn (a subprocess, one worker) and under Ray Serve (a
 local Ray with the same settings). Against each it drives, one endpoint at a time, a fixed
 number of concurrent clients for a fixed time after a warm-up:

@@ -6,7 +6,8 @@ unchanged) for a date range, and writes a reproducible gzip (fixed mtime, no fil
 sha256 in ``data/online_retail_sample/README.md`` can be checked by anyone.
 
     uv run python bench/make_sample.py                      # the committed cut
-    uv run python bench/make_sample.py --data /path/to/datasets --start 2011-11-01 --end 2011-11-07
+    uv run python bench/make_sample.py --data /path/to/datasets --start 2011-10-01 \
+        --end 2011-11-30 --out /tmp/online_retail_2011-10_11.csv.gz
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ TARBALL = "online_retail/online_retail_uci_by_day.tar.gz"
 TARBALL_SHA256 = "b0286e8c369dd006e21efb986e7dd99361d7a59ea9c3b9094c04683b37eb5e13"
 HEADER = b"InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 DEFAULT_START = "2011-11-01"
-DEFAULT_END = "2011-11-07"
-DEFAULT_OUT = REPO / "data" / "online_retail_sample" / "online_retail_2011-11-01_07.csv.gz"
+DEFAULT_END = "2011-11-30"
+DEFAULT_OUT = REPO / "data" / "online_retail_sample" / "online_retail_2011-11.csv.gz"
 
 
 def sha256_file(path: Path) -> str:

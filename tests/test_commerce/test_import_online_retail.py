@@ -12,6 +12,7 @@ import pytest
 from sqlmodel import Session, col, func, select
 from typer.testing import CliRunner
 
+from cartwise.commerce.catalog import sample
 from cartwise.commerce.catalog.models import Product, Variant
 from cartwise.commerce.catalog.sample import is_product_code
 from cartwise.commerce.customers.models import User
@@ -20,7 +21,7 @@ from cartwise.commerce.inventory.models import StockLevel, StockMovement
 from cartwise.commerce.orders.models import Order, OrderLine, OrderStatus, OrderTransition
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "data" / "online_retail_sample" / "online_retail_2011-11-01_07.csv.gz"
+SAMPLE = ROOT / "data" / "online_retail_sample" / sample.SAMPLE_FILE
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 DIRTY_ROWS = [
     # a normal invoice of a known customer, with a postage line and an exact duplicate
@@ -91,8 +92,8 @@ def test_committed_sample_imports_what_pandas_computes_once(session: Session) ->
     expected = _expected(SAMPLE)
     summary = ol.import_online_retail(session=session, path=SAMPLE)
     assert summary.source_format == "csv"
-    assert summary.rows_read == 15_384
-    assert summary.skipped["exact duplicate rows"] == 261
+    assert summary.rows_read == 84_711
+    assert summary.skipped["exact duplicate rows"] == 1_368
     assert summary.changed
     assert _counts(session) == expected
     assert summary.customers_created == expected["customers"]
@@ -268,3 +269,18 @@ def test_data_help_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert "LOADED=\n" in out.stdout, out.stdout[-500:]
+
+
+def test_a_dataset_folder_means_its_single_parquet_file(tmp_path: Path) -> None:
+    from cartwise.commerce.importing.online_retail import resolve_input
+
+    published = tmp_path / "online_retail"
+    published.mkdir()
+    (published / "online_retail_uci_by_day.tar.gz").write_bytes(b"")
+    (published / "online_retail.parquet").write_bytes(b"")
+    assert resolve_input(published) == published / "online_retail.parquet"
+    by_day = tmp_path / "by-day"
+    by_day.mkdir()
+    (by_day / "2011-11-01.csv").write_text("x")
+    assert resolve_input(tmp_path) == tmp_path
+    assert resolve_input(published / "online_retail.parquet") == published / "online_retail.parquet"

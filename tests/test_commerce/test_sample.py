@@ -17,7 +17,7 @@ from cartwise.commerce.inventory.models import MovementReason, StockLevel, Stock
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "online_retail_sample" / sample.SAMPLE_FILE
-SAMPLE_SHA256 = "009ae80dc7c95d13ddb065faef1b2c4231467a80138ce7beb5dc296836a2644c"
+SAMPLE_SHA256 = "4f9cbea12640e4df86d2102248f613a6693d0d46aff68e002663bdec7e9ff3e4"
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 
 
@@ -27,7 +27,8 @@ def _write_csv(path: Path, rows: list[str]) -> Path:
 
 
 def test_committed_sample_is_small_attributed_and_unchanged() -> None:
-    assert SAMPLE.stat().st_size < 400_000
+    # One month of rows, small enough to commit (the full data set is 7.8 MB gzipped).
+    assert SAMPLE.stat().st_size < 1_500_000
     assert hashlib.sha256(SAMPLE.read_bytes()).hexdigest() == SAMPLE_SHA256
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as fh:
         assert fh.readline().strip() == HEADER
@@ -138,14 +139,16 @@ def test_load_sample_builds_a_real_catalog_once(client: TestClient, session: Ses
 
     summary = sample.load_sample(session=session)
     assert summary.changed
-    assert summary.rows == 15_384
-    assert summary.products_created == 2197
+    assert summary.rows == 84_711
+    assert summary.products_created == 2933
     assert summary.products_existing == 0
-    assert summary.skipped_codes == ["AMAZONFEE", "BANK CHARGES", "C2", "D", "DOT", "M", "POST"]
-    assert len(summary.unsold_codes) == 2223 - 2197 - 7
+    assert summary.skipped_codes == [
+        "AMAZONFEE", "BANK CHARGES", "C2", "CRUK", "D", "DCGSSGIRL", "DOT", "M", "POST", "S",
+    ]  # fmt: skip
+    assert len(summary.unsold_codes) == 2963 - 2933 - 10
 
     categories, products, variants, stock_rows, movements = _counts(session)
-    assert (products, variants, stock_rows, movements) == (2197, 2197, 2197, 2197)
+    assert (products, variants, stock_rows, movements) == (2933, 2933, 2933, 2933)
     assert categories == summary.categories_created >= 10
 
     # A tree: children hang under their parents, e.g. Home > Candles & Lights.
@@ -171,13 +174,13 @@ def test_load_sample_builds_a_real_catalog_once(client: TestClient, session: Ses
     assert ledger.reason == MovementReason.set
     assert ledger.delta_on_hand == 1000
 
-    assert session.exec(select(func.count(func.distinct(Product.slug)))).one() == 2197
+    assert session.exec(select(func.count(func.distinct(Product.slug)))).one() == 2933
     assert session.exec(select(func.min(Variant.price))).one() > 0
     assert session.exec(select(func.min(StockLevel.on_hand))).one() >= 20
 
     # The public API shows the catalog at once (the cached empty listing was invalidated).
     page = client.get("/api/v1/products", params={"page_size": 5}).json()
-    assert page["total"] == 2197
+    assert page["total"] == 2933
     assert all(item["in_stock"] for item in page["items"])
     in_candles = client.get("/api/v1/products", params={"category": candles.id}).json()
     assert in_candles["total"] > 50
@@ -186,7 +189,7 @@ def test_load_sample_builds_a_real_catalog_once(client: TestClient, session: Ses
     before = _counts(session)
     again = sample.load_sample(session=session)
     assert not again.changed
-    assert again.products_existing == 2197
+    assert again.products_existing == 2933
     assert again.products_created == 0
     assert _counts(session) == before
 

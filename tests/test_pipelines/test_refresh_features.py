@@ -31,7 +31,9 @@ def test_flow_refreshes_then_does_no_work_twice(
     assert first["exported"]["events"] == 5
     assert first["tables"]["customer_stats"] > 0
     assert first["applied"] is True
-    assert first["materialized"]["customer_stats"] == first["tables"]["customer_stats"]
+    # One online row per customer (Ann and Bob), however many daily rows the table holds.
+    assert first["materialized"]["customer_stats"] == 2
+    assert first["tables"]["customer_stats"] > 2
 
     fs = get_store(settings)
     online = fs.get_online_features(

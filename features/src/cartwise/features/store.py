@@ -156,7 +156,7 @@ def _registry_has(settings: FeatureSettings) -> bool:
 
 @dataclass
 class MaterializeSummary:
-    """What one materialisation loaded into the online store."""
+    """What one materialisation loaded: entities written per feature view."""
 
     start: datetime
     end: datetime
@@ -206,11 +206,14 @@ def materialize(settings: FeatureSettings, *, full: bool = False) -> Materialize
 
 
 def _rows_between(settings: FeatureSettings, name: str, start: datetime, end: datetime) -> int:
+    """Entities whose newest row in [start, end) was loaded (the online store keeps one each)."""
     import pyarrow.compute as pc
 
     path = settings.tables_dir / f"{name}.parquet"
     if not path.exists():
         return 0
-    ts = pq.read_table(path, columns=["event_timestamp"]).column(0)
+    keys = [f.name for f in pq.read_schema(path) if f.name.endswith("_id")][:1]
+    table = pq.read_table(path, columns=[*keys, "event_timestamp"])
+    ts = table.column("event_timestamp")
     mask = pc.and_(pc.greater_equal(ts, start), pc.less(ts, end))
-    return int(pc.sum(mask).as_py() or 0)
+    return len(pc.unique(table.filter(mask).column(0))) if keys else 0

@@ -24,9 +24,6 @@ import pyarrow.parquet as pq
 from cartwise.features.facts import DIMENSIONS, FACTS
 from cartwise.features.settings import SESSION_LAST_N
 
-# Customers and products stay on the daily grid this long after their last activity.
-ACTIVE_DAYS = 90
-
 TABLES = (
     "customer_stats",
     "customer_affinity",
@@ -97,12 +94,13 @@ SELECT customer_id, day, coalesce(o.orders, 0) AS orders, coalesce(o.spend, 0) A
 FROM cust_orders o FULL OUTER JOIN cust_events e USING (customer_id, day);
 
 CREATE OR REPLACE TEMP TABLE cust_span AS
-SELECT customer_id, min(day) AS first_day, max(day) AS last_active FROM cust_days GROUP BY ALL;
+SELECT customer_id, min(day) AS first_day FROM cust_days GROUP BY ALL;
 
+-- Every day from a customer's first activity to the data's last day: recency and the windows
+-- keep moving after they lapse (a churn model needs exactly those customers).
 CREATE OR REPLACE TEMP TABLE cust_grid AS
 SELECT s.customer_id, c.day
-FROM cust_span s JOIN calendar c
-  ON c.day BETWEEN s.first_day AND s.last_active + {active_days};
+FROM cust_span s JOIN calendar c ON c.day >= s.first_day;
 
 CREATE OR REPLACE TEMP TABLE cust_rolling AS
 SELECT g.customer_id, g.day,
@@ -277,12 +275,11 @@ FROM prod_sales s FULL OUTER JOIN prod_events e USING (product_id, day);
 
 CREATE OR REPLACE TEMP TABLE prod_grid AS
 WITH span AS (
-    SELECT product_id, min(day) AS first_day, max(day) AS last_active
+    SELECT product_id, min(day) AS first_day
     FROM (SELECT product_id, day FROM prod_days UNION ALL SELECT product_id, day FROM prod_stock)
     GROUP BY ALL
 )
-SELECT s.product_id, c.day FROM span s JOIN calendar c
-  ON c.day BETWEEN s.first_day AND s.last_active + {active_days};
+SELECT s.product_id, c.day FROM span s JOIN calendar c ON c.day >= s.first_day;
 
 CREATE OR REPLACE TEMP TABLE prod_rolling AS
 SELECT g.product_id, g.day,
@@ -400,7 +397,7 @@ def build_feature_tables(
         con.execute("SET TimeZone = 'UTC'")
         _register_facts(con, exports)
         con.execute(_CALENDAR)
-        fmt = {"active_days": ACTIVE_DAYS, "top_n": 5, "last_n": SESSION_LAST_N}
+        fmt = {"top_n": 5, "last_n": SESSION_LAST_N}
         for script in (_CUSTOMER, _PRODUCT, _SESSION):
             con.execute(script.format(**fmt))
         counts: dict[str, int] = {}

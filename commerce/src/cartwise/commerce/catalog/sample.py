@@ -34,7 +34,7 @@ from cartwise.commerce.money import quantize
 
 SAMPLE_ENV = "CARTWISE_SAMPLE_PATH"
 SAMPLE_DIR = Path("data") / "online_retail_sample"
-SAMPLE_FILE = "online_retail_2011-11-01_07.csv.gz"
+SAMPLE_FILE = "online_retail_2011-11.csv.gz"
 CURRENCY = "GBP"
 
 # Stock codes that are not products: postage, carriage, fees, discounts, manual entries,
@@ -335,7 +335,7 @@ def categorize(name: str) -> tuple[str, ...]:
 
 
 def starting_stock(units_sold: int) -> int:
-    """Deterministic starting stock: the week's sales rounded up to tens, within 20..1000."""
+    """Deterministic starting stock: the sample's sales rounded up to tens, within 20..1000."""
     return min(1000, max(20, -(-units_sold // 10) * 10))
 
 

@@ -192,8 +192,22 @@ def detect_format(path: Path) -> str:
     raise ValueError(f"cannot tell the format of {path}: expected a folder, .csv[.gz], .parquet")
 
 
+def resolve_input(path: Path) -> Path:
+    """A folder without by-day CSVs (like the published one) means its single Parquet or XLSX."""
+    if not path.is_dir():
+        return path
+    folder = path / "by-day" if (path / "by-day").is_dir() else path
+    if any(folder.glob("*.csv")) or any(folder.glob("*.csv.gz")):
+        return path
+    singles = [
+        p for p in sorted(path.iterdir()) if p.suffix.lower() in (".parquet", ".pq", ".xlsx")
+    ]
+    return singles[0] if len(singles) == 1 else path
+
+
 def read_frame(path: Path) -> tuple[str, pd.DataFrame]:
     """Read any supported input into one raw frame with the eight Online Retail columns."""
+    path = resolve_input(path)
     kind = detect_format(path)
     if not path.exists():
         raise FileNotFoundError(f"not found: {path}")

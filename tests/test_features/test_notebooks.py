@@ -1,0 +1,75 @@
+"""Every notebook in notebooks/ runs top to bottom on the committed sample, in the venv's kernel."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+pytestmark = pytest.mark.slow
+
+
+def _stream_text(nb: nbformat.NotebookNode) -> str:
+    """Everything the cells printed, in order."""
+    return "".join(
+        output.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream"
+    )
+
+
+def _images(nb: nbformat.NotebookNode) -> int:
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+def test_notebooks_are_committed_clean() -> None:
+    assert NOTEBOOKS, "no notebooks found"
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs, f"{path.name}: outputs are committed"
+                assert cell.execution_count is None, f"{path.name}: execution counts"
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    # A last cell of our own reports which interpreter the kernel really ran.
+    nb.cells.append(nbformat.v4.new_code_cell('import sys\nprint("KERNEL_PREFIX=" + sys.prefix)'))
+    client = NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=600,
+        # Relative paths in a notebook resolve as in Jupyter: from the notebook's folder.
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    started = time.perf_counter()
+    client.execute()  # raises CellExecutionError on the first failing cell or assertion
+    elapsed = time.perf_counter() - started
+    printed = _stream_text(nb)
+    # The kernel must be this venv's interpreter, not some other Python on the machine.
+    assert f"KERNEL_PREFIX={sys.prefix}\n" in printed, printed[-500:]
+    if path.stem == "01_features":
+        assert "checks passed:" in printed, printed[-2000:]
+        rows = int(printed.split("checks passed: ", 1)[1].split(" training rows", 1)[0])
+        assert rows > 0
+        assert _images(nb) == 2  # the RFM histograms and the cohort heat map
+    print(f"{path.name}: {elapsed:.1f} s")
