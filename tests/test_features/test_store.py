@@ -271,3 +271,33 @@ def test_a_failing_push_loses_no_event(
     assert sink.pushed == 0
     assert sink.failures + sink.dropped == 1
     assert s.query(ShopperEvent).filter(ShopperEvent.session_id == "s-x").count() == 1
+
+
+def test_stock_stocked_today_does_not_stretch_history(
+    feature_env: tuple[FeatureSettings, Session],
+) -> None:
+    """A catalog stocked today beside imported history: the grid ends with the history."""
+    from cartwise.commerce.inventory.models import StockMovement
+    from cartwise.features.export import export_facts
+    from cartwise.features.tables import build_feature_tables
+    from cartwise.platform.db import get_engine
+
+    settings, s = feature_env
+    shop = build_shop(s)
+    s.add(
+        StockMovement(
+            sku="RAKE-1",
+            reason="set",
+            delta_on_hand=79,
+            on_hand_after=100,
+            reserved_after=0,
+            created_at=datetime(2026, 11, 20, tzinfo=UTC),
+        )
+    )
+    s.commit()
+    export_facts(get_engine(settings), settings.exports_dir)
+    build_feature_tables(settings.exports_dir, settings.tables_dir)
+    stats = pd.read_parquet(settings.tables_dir / "product_stats.parquet")
+    assert stats["event_timestamp"].max() == pd.Timestamp(at(11, 0))  # the end of 10 March
+    rake = stats[stats.product_id == shop.rake].sort_values("event_timestamp")
+    assert rake["stock_on_hand"].iloc[:-1].max() <= 25  # the ledger of March, never today's 100

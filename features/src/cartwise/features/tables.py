@@ -53,19 +53,20 @@ def _register_facts(con: duckdb.DuckDBPyConnection, exports: Path) -> None:
 
 
 # Days are UTC; stamps are the midnight after the day (see the module docstring).
+# The calendar spans the shop's activity: orders and events. Stock movements alone do not stretch
+# it, since a catalog stocked today beside imported 2011 orders would otherwise put fifteen
+# empty years on every customer's and product's daily grid; a ledger entry after the last
+# active day still shows as the current stock (see product_stats).
 _CALENDAR = """
 CREATE OR REPLACE TEMP TABLE bounds AS
+WITH activity AS (
+    SELECT min(created_at) AS first_ts, max(created_at) AS last_ts FROM orders
+    UNION ALL SELECT min(received_at), max(received_at) FROM events
+)
 SELECT
-    least(
-        (SELECT min(created_at) FROM orders),
-        (SELECT min(received_at) FROM events),
-        (SELECT min(created_at) FROM stock_movements)
-    )::DATE AS first_day,
-    greatest(
-        (SELECT max(created_at) FROM orders),
-        (SELECT max(received_at) FROM events),
-        (SELECT max(created_at) FROM stock_movements)
-    )::DATE AS last_day;
+    coalesce(min(first_ts), (SELECT min(created_at) FROM stock_movements))::DATE AS first_day,
+    coalesce(max(last_ts), (SELECT max(created_at) FROM stock_movements))::DATE AS last_day
+FROM activity;
 
 CREATE OR REPLACE TEMP TABLE calendar AS
 SELECT d::DATE AS day
@@ -317,8 +318,14 @@ priced AS (
     SELECT r.*, coalesce(r.price_seen, lp.price, 0) AS price,
         lag(coalesce(r.price_seen, lp.price, 0), 30)
             OVER (PARTITION BY r.product_id ORDER BY r.day) AS price_30d_ago,
-        -- Without a ledger (imported history) the current stock is the best known value.
-        coalesce(r.on_hand_seen, lp.on_hand, 0) AS stock_on_hand
+        -- Without a ledger entry (imported history) stock is unknown: 0 on past days, so no
+        -- training row sees today's stock, and today's level on the newest row, the one the
+        -- online store serves.
+        coalesce(
+            r.on_hand_seen,
+            CASE WHEN r.day = (SELECT last_day FROM bounds) THEN lp.on_hand END,
+            0
+        ) AS stock_on_hand
     FROM prod_rolling r LEFT JOIN list_price lp USING (product_id)
 )
 SELECT product_id, (day + 1)::TIMESTAMPTZ AS event_timestamp,
