@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 # uv from PATH, else the uv module that `make uv` installs with pip.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PY_SRC := platform/src commerce/src features/src serving/src
+PY_SRC := platform/src commerce/src features/src models/src serving/src
 
 .PHONY: help uv sync demo test test-fast lint fmt bench serve api clean
 

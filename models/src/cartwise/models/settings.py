@@ -1,0 +1,107 @@
+"""Model settings (MLflow, the gate, Ray Tune), read from ``CARTWISE_*`` environment variables.
+
+Example::
+
+    from cartwise.models.settings import get_model_settings
+
+    settings = get_model_settings()
+    settings.tracking_uri  # sqlite:////abs/var/mlflow.db unless CARTWISE_MLFLOW_TRACKING_URI
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from cartwise.platform.db import normalize_url
+from cartwise.platform.settings import Settings
+
+
+class ModelSettings(Settings):
+    """Platform settings plus where MLflow tracks, how the gate decides and how Tune runs."""
+
+    # Embedded: SQLite under var_dir; production: a tracking server (http://...) or PostgreSQL.
+    mlflow_tracking_uri: str | None = None
+    # Defaults to the tracking URI (the registry lives in the same store).
+    mlflow_registry_uri: str | None = None
+    # Where new experiments put artifacts: a folder under var_dir, or s3://bucket/mlflow.
+    mlflow_artifact_root: str | None = None
+    # The challenger must beat the champion by this fraction of the champion's score.
+    gate_margin: float = Field(default=0.01, ge=0.0, lt=1.0)
+    tune_num_samples: int = Field(default=4, ge=1)
+    # Two cores on the development machines: two one-CPU trials at a time.
+    tune_max_concurrent: int = Field(default=2, ge=1)
+    # None starts (or joins) a local Ray; "auto" or ray://host:10001 joins a cluster.
+    ray_address: str | None = None
+    # CPUs of a local Ray started by us; None lets Ray count them.
+    ray_num_cpus: int | None = None
+    # Tune's trial folders and checkpoints; must be shared storage (s3://) on a cluster.
+    ray_storage_path: str | None = None
+    # Stamped on every model version; the git sha of the checkout when unset.
+    code_version: str | None = None
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: the configured one, or SQLite at an absolute var_dir path."""
+        if self.mlflow_tracking_uri:
+            # MLflow's SQL store goes through SQLAlchemy, and only psycopg 3 is installed.
+            return normalize_url(self.mlflow_tracking_uri)
+        return f"sqlite:///{(self.var_dir.resolve() / 'mlflow.db').as_posix()}"
+
+    @property
+    def registry_uri(self) -> str:
+        """The MLflow model registry URI (the tracking store unless set)."""
+        if self.mlflow_registry_uri:
+            return normalize_url(self.mlflow_registry_uri)
+        return self.tracking_uri
+
+    @property
+    def artifact_root(self) -> str | None:
+        """Artifact location root for new experiments; None leaves it to the tracking server."""
+        if self.mlflow_artifact_root:
+            root = self.mlflow_artifact_root
+            return root if "://" in root else Path(root).resolve().as_uri()
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            # A tracking server proxies artifacts itself (mlflow-artifacts:/).
+            return None
+        return (self.var_dir.resolve() / "mlartifacts").as_uri()
+
+    @property
+    def tune_storage_path(self) -> str:
+        """Where Ray Tune keeps trial results and checkpoints (absolute)."""
+        if self.ray_storage_path:
+            path = self.ray_storage_path
+            return path if "://" in path else str(Path(path).resolve())
+        return str(self.var_dir.resolve() / "ray_results")
+
+    @model_validator(mode="after")
+    def _refuse_embedded_tracking_in_production(self) -> ModelSettings:
+        if not self.is_production:
+            return self
+        problems: list[str] = []
+        uri = self.mlflow_tracking_uri or ""
+        # Local files cannot be shared by the Ray workers and Serve replicas of a cluster.
+        if "://" not in uri or uri.startswith(("sqlite:", "file:")):
+            problems.append(
+                "CARTWISE_MLFLOW_TRACKING_URI must point at an MLflow tracking server or "
+                "PostgreSQL, not SQLite or a local folder"
+            )
+        elif not uri.startswith(("http://", "https://")):
+            # Straight to the database, the client writes artifacts itself: they need S3.
+            root = self.mlflow_artifact_root or ""
+            if "://" not in root or root.startswith("file:"):
+                problems.append(
+                    "CARTWISE_MLFLOW_ARTIFACT_ROOT must be shared storage (s3://...) when "
+                    "MLflow tracks straight to a database"
+                )
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+
+@lru_cache
+def get_model_settings() -> ModelSettings:
+    """The process-wide model settings, built on first use (never at import time)."""
+    return ModelSettings()
