@@ -74,14 +74,10 @@ def resolve_data(path: Path) -> Path:
     if not path.exists():
         console.print(f"[yellow]{path} not found; using the committed sample instead[/]")
         path = SAMPLE
-    if path.is_dir():
-        # The shared folder holds the by-day tarball and the joined Parquet; the sample folder
-        # holds one .csv.gz. The importer itself only reads by-day CSV folders.
-        for pattern in ("online_retail.parquet", "*.csv.gz"):
-            found = sorted(path.glob(pattern))
-            if found:
-                return found[0]
-    return path
+    from cartwise.commerce.importing.online_retail import resolve_input
+
+    # A dataset folder means its Parquet; the sample folder imports as a by-day folder.
+    return resolve_input(path)
 
 
 def timed(fn: Callable[[Any], Any], inputs: Sequence[Any], warmup: int) -> list[float]:
