@@ -166,7 +166,63 @@ def recommend(data: str | Path, *, quick: bool = False, seed: int = 0) -> dict[s
     return {"report": result, "goal_met": met, "seconds": elapsed}
 
 
-SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {"recommend": recommend}
+def area_sections(area: str) -> Callable[..., dict[str, Any]]:
+    """A section that runs ``cartwise.models.<area>.evaluate.benchmark`` and prints its tables.
+
+    ``benchmark(data_dir, *, quick, seed, progress)`` returns a list of
+    :class:`cartwise.models.report.Section`; each is printed, and with ``--cards`` written as a
+    model card under ``docs/models/``.
+    """
+
+    def run(
+        data: str | Path,
+        *,
+        quick: bool = False,
+        seed: int = 0,
+        cards: bool = False,
+        command: str = "",
+    ) -> dict[str, Any]:
+        import importlib
+        from datetime import UTC, datetime
+
+        from cartwise.models.report import goal_line, rich_table, write_card
+
+        module = importlib.import_module(f"cartwise.models.{area}.evaluate")
+        folder = Path(data)
+        if not folder.is_absolute():
+            folder = (ROOT / folder).resolve()
+        started = time.perf_counter()
+        with _progress() as bar:
+            task = bar.add_task(f"{area}", total=None)
+
+            def report(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=f"{area}: {stage}", completed=done, total=total)
+
+            sections = module.benchmark(folder, quick=quick, seed=seed, progress=report)
+        elapsed = time.perf_counter() - started
+        for section in sections:
+            console.print(rich_table(section))
+            for note in section.notes:
+                console.print(f"  {note}")
+            console.print(goal_line(section))
+            if cards:
+                path = write_card(
+                    section,
+                    ROOT / "docs" / "models",
+                    command=command,
+                    date=datetime.now(UTC).strftime("%Y-%m-%d"),
+                )
+                console.print(f"model card: {path.relative_to(ROOT)}")
+        console.print(f"({elapsed:.0f} s)")
+        return {"sections": sections, "seconds": elapsed}
+
+    return run
+
+
+SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "recommend": recommend,
+    **{area: area_sections(area) for area in ("search", "customers", "demand", "fraud")},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,10 +234,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=sorted(SECTIONS), action="append", help="run only these sections"
     )
+    parser.add_argument(
+        "--cards", action="store_true", help="write the model cards under docs/models/"
+    )
     args = parser.parse_args(argv)
+    command = "uv run python bench/quality.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     for name in args.only or list(SECTIONS):
         console.rule(f"[bold]{name}")
-        SECTIONS[name](args.data, quick=args.quick, seed=args.seed)
+        runner = SECTIONS[name]
+        if name == "recommend":
+            runner(args.data, quick=args.quick, seed=args.seed)
+        else:
+            runner(args.data, quick=args.quick, seed=args.seed, cards=args.cards, command=command)
     return 0
 
 

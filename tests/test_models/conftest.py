@@ -168,3 +168,44 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     if started:
         ray.shutdown()
+
+
+# A small generated shop shared by the area tests: ~1.3k orders, 60k events, 120 products.
+SYNTH_CUSTOMERS, SYNTH_DAYS, SYNTH_PRODUCTS, SYNTH_SEED = 400, 150, 120, 7
+
+
+@pytest.fixture(scope="session")
+def synth_source(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A generated shop as a models Source: facts, feature tables and an applied Feast store.
+
+    Built once per session (about 3 s): Parquet facts with their ground truth, the feature
+    tables, and an embedded Feast repo (file registry, SQLite online store). Read-only: tests
+    that write (materialise, retrain on shifted data) build their own.
+    """
+    from datetime import date
+
+    from cartwise.features import store
+    from cartwise.features.settings import FeatureSettings
+    from cartwise.features.synth import SynthConfig, synth
+    from cartwise.features.tables import build_feature_tables
+    from cartwise.models.source import Source
+
+    root = tmp_path_factory.mktemp("synth-source")
+    settings = FeatureSettings(
+        env="test",
+        var_dir=root / "var",
+        database_url=f"sqlite:///{root / 'unused.db'}",
+        feast_project="models_synth",
+        log_level="WARNING",
+    )
+    config = SynthConfig(
+        customers=SYNTH_CUSTOMERS,
+        days=SYNTH_DAYS,
+        seed=SYNTH_SEED,
+        start=date(2026, 1, 1),
+        products=SYNTH_PRODUCTS,
+    )
+    synth(config, to="parquet", out=settings.exports_dir)
+    build_feature_tables(settings.exports_dir, settings.tables_dir)
+    store.apply(settings)
+    return Source(facts_dir=settings.exports_dir, store=store.get_store(settings))
