@@ -169,7 +169,7 @@ def recommend(data: str | Path, *, quick: bool = False, seed: int = 0) -> dict[s
 def area_sections(area: str) -> Callable[..., dict[str, Any]]:
     """A section that runs ``cartwise.models.<area>.evaluate.benchmark`` and prints its tables.
 
-    ``benchmark(data_dir, *, quick, seed, progress)`` returns a list of
+    ``benchmark(data, *, quick, seed, progress)`` (``data`` a :class:`sources.BenchData`) returns
     :class:`cartwise.models.report.Section`; each is printed, and with ``--cards`` written as a
     model card under ``docs/models/``.
     """
@@ -185,12 +185,12 @@ def area_sections(area: str) -> Callable[..., dict[str, Any]]:
         import importlib
         from datetime import UTC, datetime
 
+        from sources import BenchData  # bench/ is on sys.path when this script runs
+
         from cartwise.models.report import goal_line, rich_table, write_card
 
         module = importlib.import_module(f"cartwise.models.{area}.evaluate")
-        folder = Path(data)
-        if not folder.is_absolute():
-            folder = (ROOT / folder).resolve()
+        bench_data = BenchData(Path(data))
         started = time.perf_counter()
         with _progress() as bar:
             task = bar.add_task(f"{area}", total=None)
@@ -198,7 +198,7 @@ def area_sections(area: str) -> Callable[..., dict[str, Any]]:
             def report(stage: str, done: int, total: int) -> None:
                 bar.update(task, description=f"{area}: {stage}", completed=done, total=total)
 
-            sections = module.benchmark(folder, quick=quick, seed=seed, progress=report)
+            sections = module.benchmark(bench_data, quick=quick, seed=seed, progress=report)
         elapsed = time.perf_counter() - started
         for section in sections:
             console.print(rich_table(section))
