@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 # uv from PATH, else the uv module that `make uv` installs with pip.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PY_SRC := platform/src commerce/src features/src models/src serving/src
+PY_SRC := platform/src commerce/src features/src models/src serving/src pipelines/src
 
 .PHONY: help uv sync demo test test-fast lint fmt bench serve api clean
 
@@ -26,7 +26,7 @@ test: sync  ## Run the whole test suite (needs PostgreSQL and Redis on 127.0.0.1
 test-fast: sync  ## Tests without the Ray Serve end-to-end ones
 	$(UV) run pytest -m "not e2e"
 
-lint: sync  ## ruff (lint + format check) and mypy strict on platform, commerce and serving
+lint: sync  ## ruff (lint + format check) and mypy strict on every member
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy $(PY_SRC)

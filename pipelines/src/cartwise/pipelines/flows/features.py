@@ -16,7 +16,7 @@ from cartwise.features.settings import FeatureSettings, get_feature_settings
 
 # Database, file-system and registry hiccups are worth a second try; a bug is not worth five.
 RETRIES = 2
-RETRY_DELAYS = [2, 10]
+RETRY_DELAYS: list[float] = [2.0, 10.0]
 
 
 def _settings(overrides: dict[str, Any] | None) -> FeatureSettings:

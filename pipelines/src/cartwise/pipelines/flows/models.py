@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 RETRIES = 1
-RETRY_DELAYS = [10]
+RETRY_DELAYS: list[float] = [10.0]
 
 
 @task(name="train", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
