@@ -198,6 +198,7 @@ def test_export_is_incremental_and_idempotent(
         "events": 1,
         "payments": 0,
         "stock_movements": 0,
+        "purchase_orders": 0,
     }
     day1 = pd.read_parquet(settings.exports_dir / "orders" / "date=2026-03-01")
     assert day1.loc[0, "status"] == "refunded"

@@ -291,6 +291,51 @@ def test_stock_ledger_never_goes_negative(out: Path, facts: dict[str, pd.DataFra
     assert (pos["lead_days"] >= 1).all()
 
 
+def test_purchase_orders_fact_matches_the_truth(out: Path, facts: dict[str, pd.DataFrame]) -> None:
+    pos, suppliers = facts["purchase_orders"], facts["suppliers"]
+    truth = read_truth(out, "purchase_orders")
+    true_suppliers = read_truth(out, "suppliers")
+    # The supplier dimension: one row per true supplier, promising its mean lead time.
+    assert suppliers["supplier_id"].tolist() == true_suppliers["supplier_id"].tolist()
+    assert suppliers["name"].is_unique
+    assert (suppliers["lead_time_days"] == true_suppliers["lead_time_mean_days"].round()).all()
+    assert suppliers["is_active"].all()
+    # One fact row per simulated supplier order (one line each), ids sypo-<seed>-<n>.
+    assert len(pos) == len(truth) > 0
+    assert pos["po_id"].is_unique
+    pos = pos.assign(n=pos["po_id"].str.removeprefix(f"sypo-{CONFIG.seed}-").astype(int))
+    both = pos.merge(truth, left_on="n", right_on="po_id", suffixes=("", "_truth"))
+    assert len(both) == len(truth)
+    for ours, theirs in (("supplier_id", "supplier_id_truth"), ("product_id", "product_id_truth")):
+        assert (both[ours] == both[theirs]).all(), ours
+    assert (both["sku"] == both["sku_truth"]).all()
+    assert (both["quantity_ordered"] == both["ordered"]).all()
+    assert (both["placed_at"] == both["placed_at_truth"]).all()
+    arrived = both["arrived"]
+    assert (both["quantity_received"] == np.where(arrived, both["received"], 0)).all()
+    assert (both.loc[arrived, "received_at"] == both.loc[arrived, "arrives_at"]).all()
+    assert both.loc[~arrived, "received_at"].isna().all()
+    expected = np.select(
+        [~arrived, both["received"] >= both["ordered"]],
+        ["placed", "received"],
+        "partially_received",
+    )
+    assert (both["status"] == expected).all()
+    assert set(both["status"]) == {"placed", "received", "partially_received"}
+    promised = suppliers.set_index("supplier_id")["lead_time_days"].reindex(both["supplier_id"])
+    lead = (both["expected_at"] - both["placed_at"]).dt.days.to_numpy()
+    assert (lead == promised.to_numpy()).all()
+    assert (both["updated_at"] == both["received_at"].fillna(both["placed_at"])).all()
+    assert (both["unit_cost"] > 0).all()
+    # Every delivery is the restock movement of its purchase order: the ledger agrees.
+    moves = facts["stock_movements"]
+    restocks = moves[moves["reason"] == "restock"]
+    assert len(restocks) == int((pos["quantity_received"] > 0).sum())
+    by_sku = restocks.groupby("sku")["delta_on_hand"].sum()
+    received = pos.groupby("sku")["quantity_received"].sum()
+    assert by_sku.sort_index().equals(received[received > 0].sort_index())
+
+
 def test_feature_tables_build_from_the_synthetic_facts(out: Path, tmp_path: Path) -> None:
     from cartwise.features.tables import build_feature_tables
 
@@ -383,6 +428,23 @@ def test_database_path_keeps_invariants_and_is_idempotent(
     assert _scalar(s, "SELECT count(DISTINCT order_id) FROM order_transition") == counts["orders"]
     truth = read_truth(tmp_path, "customers")
     assert truth["db_user_id"].notna().all()
+    assert read_truth(tmp_path, "suppliers")["db_supplier_id"].notna().all()
+    # Purchase orders: each line received what its deliveries (restocks) put on the shelf.
+    supplies = {
+        "deliveries": "SELECT count(*) FROM purchase_order_line l WHERE l.quantity_received <> "
+        "(SELECT coalesce(sum(m.delta_on_hand), 0) FROM stock_movement m "
+        "WHERE m.purchase_order_id = l.purchase_order_id AND m.sku = l.sku)",
+        "orphan restocks": "SELECT count(*) FROM stock_movement WHERE reason = 'restock' "
+        "AND purchase_order_id IS NULL",
+        "status": "SELECT count(*) FROM purchase_order p JOIN purchase_order_line l "
+        "ON l.purchase_order_id = p.id WHERE (p.status = 'received') <> "
+        "(l.quantity_received = l.quantity_ordered AND p.received_at IS NOT NULL)",
+        "receipts": "SELECT count(*) FROM purchase_order_line l WHERE l.quantity_received > 0 "
+        "AND NOT EXISTS (SELECT 1 FROM purchase_order_receipt r "
+        "WHERE r.purchase_order_id = l.purchase_order_id)",
+    }
+    assert {n: _scalar(s, sql) for n, sql in supplies.items()} == dict.fromkeys(supplies, 0)
+    assert first.written["purchase_orders"] == counts["purchase_orders"] > 0
 
     # A second run with the same config inserts nothing.
     tables = (
@@ -398,6 +460,10 @@ def test_database_path_keeps_invariants_and_is_idempotent(
         "stock_level",
         "stock_movement",
         "shopper_event",
+        "supplier",
+        "purchase_order",
+        "purchase_order_line",
+        "purchase_order_receipt",
     )
     before = {t: _scalar(s, f"SELECT count(*) FROM {t}") for t in tables}  # noqa: S608
     again = synth(DB_CONFIG, to="db", out=tmp_path, session=s)
@@ -432,6 +498,24 @@ def test_database_export_equals_the_direct_parquet(db_session: Session, tmp_path
         assert exported[column].tolist() == direct[column].tolist(), column
     for column in ("subtotal", "total", "refunded_amount"):
         assert np.allclose(exported[column], direct[column]), column
+    key = ["po_id"]
+    exported = read_fact(tmp_path / "exported", "purchase_orders").sort_values(key)
+    direct = read_fact(tmp_path / "direct", "purchase_orders").sort_values(key)
+    for column in (
+        "po_id",
+        "sku",
+        "status",
+        "quantity_ordered",
+        "quantity_received",
+        "placed_at",
+        "expected_at",
+        "received_at",
+        "updated_at",
+    ):
+        assert exported[column].tolist() == direct[column].tolist(), column
+    assert np.allclose(exported["unit_cost"], direct["unit_cost"])
+    names = [pd.read_parquet(tmp_path / p / "suppliers.parquet") for p in ("exported", "direct")]
+    assert sorted(names[0]["name"]) == sorted(names[1]["name"])
     events = [read_fact(tmp_path / p, "events") for p in ("exported", "direct")]
     kinds = [e["type"].value_counts().to_dict() for e in events]
     assert kinds[0] == kinds[1]

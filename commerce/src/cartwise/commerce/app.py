@@ -20,7 +20,8 @@ from cartwise.platform.settings import Settings, get_settings
 from cartwise.platform.storage import LocalStorage, get_storage
 
 API_DESCRIPTION = """
-Cartwise commerce API: catalog, stock, carts, checkout, orders, payments and images.
+Cartwise commerce API: catalog, stock, carts, checkout, orders, payments, images, suppliers
+and purchase orders.
 
 Every error is an RFC 9457 problem document (`application/problem+json`).
 Authenticate with `POST /api/v1/auth/token` (OAuth2 password form) and send
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from cartwise.commerce.inventory.routes import router as inventory_router
     from cartwise.commerce.orders.routes import router as orders_router
     from cartwise.commerce.payments.routes import router as payments_router
+    from cartwise.commerce.suppliers.routes import router as suppliers_router
     from cartwise.commerce.vouchers.routes import router as vouchers_router
 
     app.include_router(health.router)
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payments_router,
         vouchers_router,
         events_router,
+        suppliers_router,
     ):
         app.include_router(router)
 

@@ -10,6 +10,7 @@ from cartwise.commerce.inventory import models as _inventory
 from cartwise.commerce.orders import models as _orders
 from cartwise.commerce.outbox import models as _outbox
 from cartwise.commerce.payments import models as _payments
+from cartwise.commerce.suppliers import models as _suppliers
 from cartwise.commerce.vouchers import models as _vouchers
 
 metadata = SQLModel.metadata
@@ -23,6 +24,7 @@ __all__ = [
     "_orders",
     "_outbox",
     "_payments",
+    "_suppliers",
     "_vouchers",
     "metadata",
 ]

@@ -31,6 +31,7 @@ from cartwise.commerce.events.models import ShopperEvent
 from cartwise.commerce.inventory.models import StockLevel, StockMovement
 from cartwise.commerce.orders.models import Order, OrderLine
 from cartwise.commerce.payments.models import Payment
+from cartwise.commerce.suppliers.models import PurchaseOrder, PurchaseOrderLine, Supplier
 from cartwise.features.facts import DATE_COLUMN, DIMENSIONS, FACTS
 
 STATE_FILE = "_state.json"
@@ -66,12 +67,14 @@ def _t(model: Any) -> Any:
 
 
 def _facts() -> dict[str, _Fact]:
-    o, ol, ev, pay, mv = (
+    o, ol, ev, pay, mv, po, pol = (
         _t(Order),
         _t(OrderLine),
         _t(ShopperEvent),
         _t(Payment),
         _t(StockMovement),
+        _t(PurchaseOrder),
+        _t(PurchaseOrderLine),
     )
     return {
         "orders": _Fact(
@@ -155,11 +158,35 @@ def _facts() -> dict[str, _Fact]:
             mv.c.id,
             True,
         ),
+        "purchase_orders": _Fact(
+            lambda: (
+                select(
+                    pol.c.purchase_order_id.label("po_id"),
+                    po.c.supplier_id,
+                    pol.c.product_id,
+                    pol.c.sku,
+                    po.c.status,
+                    pol.c.quantity_ordered,
+                    pol.c.quantity_received,
+                    pol.c.unit_cost,
+                    po.c.placed_at,
+                    po.c.expected_at,
+                    po.c.received_at,
+                    po.c.updated_at,
+                )
+                .join(po, po.c.id == pol.c.purchase_order_id)
+                .order_by(po.c.placed_at, pol.c.purchase_order_id, pol.c.id)
+            ),
+            po.c.placed_at,
+            po.c.updated_at,
+            False,
+        ),
     }
 
 
 def _dimensions() -> dict[str, Select[Any]]:
     u, p, c, v, s = _t(User), _t(Product), _t(Category), _t(Variant), _t(StockLevel)
+    sup = _t(Supplier)
     return {
         "customers": select(u.c.id.label("user_id"), u.c.role, u.c.is_active, u.c.created_at),
         "products": select(
@@ -182,6 +209,9 @@ def _dimensions() -> dict[str, Select[Any]]:
             func.coalesce(s.c.reserved, 0).label("reserved"),
         ).outerjoin(s, s.c.sku == v.c.sku),
         "categories": select(c.c.id.label("category_id"), c.c.name, c.c.parent_id),
+        "suppliers": select(
+            sup.c.id.label("supplier_id"), sup.c.name, sup.c.lead_time_days, sup.c.is_active
+        ),
     }
 
 

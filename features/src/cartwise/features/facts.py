@@ -89,6 +89,24 @@ FACTS: dict[str, pa.Schema] = {
             ("created_at", TS),
         ]
     ),
+    # One row per purchase-order line, with the order's supplier, status and times copied in.
+    # Mutable (receipts, cancellation): exported again when the order's updated_at moves.
+    "purchase_orders": pa.schema(
+        [
+            ("po_id", pa.string()),
+            ("supplier_id", pa.int64()),
+            ("product_id", pa.int64()),
+            ("sku", pa.string()),
+            ("status", pa.string()),  # placed, partially_received, received, cancelled
+            ("quantity_ordered", pa.int64()),
+            ("quantity_received", pa.int64()),
+            ("unit_cost", pa.float64()),  # in the purchase order's currency
+            ("placed_at", TS),
+            ("expected_at", TS),  # placed_at + the supplier's promised lead time, or as given
+            ("received_at", TS),  # the last delivery; null until something arrived
+            ("updated_at", TS),
+        ]
+    ),
 }
 
 DATE_COLUMN: dict[str, str] = {
@@ -97,6 +115,7 @@ DATE_COLUMN: dict[str, str] = {
     "events": "received_at",
     "payments": "created_at",
     "stock_movements": "created_at",
+    "purchase_orders": "placed_at",
 }
 
 DIMENSIONS: dict[str, pa.Schema] = {
@@ -137,6 +156,15 @@ DIMENSIONS: dict[str, pa.Schema] = {
             ("category_id", pa.int64()),
             ("name", pa.string()),
             ("parent_id", pa.int64()),
+        ]
+    ),
+    # lead_time_days is what the supplier promises; purchase_orders show what it delivers.
+    "suppliers": pa.schema(
+        [
+            ("supplier_id", pa.int64()),
+            ("name", pa.string()),
+            ("lead_time_days", pa.int64()),
+            ("is_active", pa.bool_()),
         ]
     ),
 }

@@ -76,6 +76,8 @@ class StockMovement(SQLModel, table=True):
     on_hand_after: int
     reserved_after: int
     order_id: str | None = Field(default=None, max_length=32, index=True)
+    # Deliveries name the supplier purchase order they came with (restock movements).
+    purchase_order_id: str | None = Field(default=None, max_length=32, index=True)
     actor_id: int | None = None
     note: str = Field(default="", max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -116,6 +118,7 @@ class MovementPublic(SQLModel):
     on_hand_after: int
     reserved_after: int
     order_id: str | None
+    purchase_order_id: str | None = None
     actor_id: int | None = None
     note: str = ""
     created_at: datetime

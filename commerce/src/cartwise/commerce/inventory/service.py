@@ -58,6 +58,7 @@ def _record(
     d_on_hand: int = 0,
     d_reserved: int = 0,
     order_id: str | None = None,
+    purchase_order_id: str | None = None,
     actor_id: int | None = None,
     note: str = "",
 ) -> StockMovement:
@@ -73,6 +74,7 @@ def _record(
         on_hand_after=level.on_hand,
         reserved_after=level.reserved,
         order_id=order_id,
+        purchase_order_id=purchase_order_id,
         actor_id=actor_id,
         note=note,
     )
@@ -224,14 +226,37 @@ def restock(
     quantity: int,
     order_id: str | None,
     reason: MovementReason = MovementReason.refund,
+    purchase_order_id: str | None = None,
+    actor_id: int | None = None,
+    note: str = "",
 ) -> None:
-    """Put sold units back on hand (returns). Does not commit."""
-    session.execute(
+    """Put units on hand: returns, or a supplier delivery (``purchase_order_id``). No commit."""
+    if quantity <= 0:
+        raise ValueError("quantity must be positive")
+    result = session.execute(
         update(StockLevel)
         .where(col(StockLevel.sku) == sku)
         .values(on_hand=col(StockLevel.on_hand) + quantity, updated_at=utcnow())
     )
-    _record(session, sku, reason, d_on_hand=quantity, order_id=order_id)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # A SKU without a stock row yet (never stocked): create it, then add.
+        ensure_stock_row(session=session, sku=sku)
+        session.flush()
+        session.execute(
+            update(StockLevel)
+            .where(col(StockLevel.sku) == sku)
+            .values(on_hand=col(StockLevel.on_hand) + quantity, updated_at=utcnow())
+        )
+    _record(
+        session,
+        sku,
+        reason,
+        d_on_hand=quantity,
+        order_id=order_id,
+        purchase_order_id=purchase_order_id,
+        actor_id=actor_id,
+        note=note,
+    )
 
 
 def expired_order_ids(

@@ -13,7 +13,8 @@ total = subtotal + shipping + tax.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -22,10 +23,11 @@ import pandas as pd
 
 from cartwise.features.synth.fraud import PATTERNS, FraudPlan
 from cartwise.features.synth.simulate import Simulation, cumsum_by_group
-from cartwise.features.synth.world import World
+from cartwise.features.synth.world import DAY_US, World
 
 CURRENCY = "GBP"
 EMAIL_DOMAIN = "synth.example"
+COST_PERCENT = 45  # what the shop pays its supplier, as a share of the reference price
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Shop:
     stock_movements: pd.DataFrame
     events: pd.DataFrame
     sessions: int = 0
+    suppliers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    purchase_orders: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def email_of(seed: int, user_id: np.ndarray) -> np.ndarray:
@@ -92,6 +96,81 @@ def order_totals(
     base = subtotal + shipping
     tax = (2 * base * num + den) // (2 * den)  # half-up, like money.quantize
     return shipping, tax, base + tax
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """The names, a repeated one numbered ``"Name (2)"``, ``"Name (3)"``, … (names are keys)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def _suppliers_and_purchase_orders(
+    world: World, sim: Simulation
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The supplier rows, one purchase-order row per simulated supplier order, and the order
+    ids by simulation index.
+
+    A supplier promises its mean lead time rounded to whole days; the delivery comes after
+    the drawn lead time with the drawn share of the units. Status at the end of the period:
+    ``received`` when everything arrived, ``partially_received`` when the delivery was short
+    (even of every unit), ``placed`` while it is still on its way.
+    """
+    seed, catalog = world.config.seed, world.catalog
+    names = unique_names(list(catalog.supplier_name))
+    # Rounded half to even, as numpy and pandas round.
+    promised = np.round(np.asarray(catalog.lead_time_mean, dtype=float)).astype(np.int64)
+    suppliers = pd.DataFrame(
+        {
+            "supplier_id": np.arange(1, len(names) + 1),
+            "name": names,
+            "email": [
+                f"orders@{re.sub(r'[^a-z0-9]+', '-', n.lower()).strip('-')}.{EMAIL_DOMAIN}"
+                for n in names
+            ],
+            "lead_time_days": promised,
+            "is_active": True,
+        }
+    )
+    po = sim.purchase_orders
+    index = po["po"].astype(np.int64)
+    product = po["product"].astype(np.int64)
+    supplier = po["supplier"].astype(np.int64)
+    arrived = po["arrived"].astype(bool)
+    ordered = po["ordered"].astype(np.int64)
+    received = np.where(arrived, po["received"].astype(np.int64), 0)
+    placed = po["placed_us"].astype(np.int64)
+    received_us = np.where(arrived, po["arrives_us"].astype(np.int64), -1)
+    ids = np.char.add(f"sypo-{seed}-", (index + 1).astype(str)).astype(object)
+    by_index = np.empty(int(index.max(initial=-1)) + 1, dtype=object)
+    by_index[index] = ids
+    reference = np.asarray(catalog.reference_cents, dtype=np.int64)
+    purchase_orders = pd.DataFrame(
+        {
+            "po_id": ids,
+            "supplier_id": supplier + 1,
+            "product_id": product + 1,
+            "variant_id": product + 1,
+            "sku": np.array(catalog.sku, dtype=object)[product],
+            "status": np.where(
+                ~arrived,
+                "placed",
+                np.where(received >= ordered, "received", "partially_received"),
+            ).astype(object),
+            "currency": CURRENCY,
+            "quantity_ordered": ordered,
+            "quantity_received": received,
+            "unit_cost": (reference[product] * COST_PERCENT + 50) // 100,  # pence
+            "placed_us": placed,
+            "expected_us": placed + promised[supplier] * DAY_US,
+            "received_us": received_us,
+            "updated_us": np.where(arrived, received_us, placed),
+        }
+    )
+    return suppliers, purchase_orders, by_index
 
 
 def _stages(orders: dict[str, np.ndarray], end_us: int) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +354,9 @@ def build_shop(world: World, sim: Simulation, fraud: FraudPlan, pricing: Pricing
         }
     )
 
-    # The stock ledger: initial stock, deliveries, sales when paid, returns when refunded.
+    # The stock ledger: initial stock, deliveries (each of its purchase order), sales when
+    # paid, returns when refunded.
+    suppliers, purchase_orders, po_ids = _suppliers_and_purchase_orders(world, sim)
     paid_line = reached[line_order, 1]
     back_line = reached[line_order, 5]
     parts = [
@@ -296,6 +377,14 @@ def build_shop(world: World, sim: Simulation, fraud: FraudPlan, pricing: Pricing
             line_order[paid_line],
         ),
     ]
+    m_po = np.concatenate(
+        [
+            np.full(n_products, -1),
+            sim.restocks["po"],
+            np.full(int(back_line.sum()), -1),
+            np.full(int(paid_line.sum()), -1),
+        ]
+    ).astype(np.int64)
     m_product = np.concatenate([p[0] for p in parts]).astype(np.int64)
     m_time = np.concatenate([p[1] for p in parts]).astype(np.int64)
     m_delta = np.concatenate([p[2] for p in parts]).astype(np.int64)
@@ -324,6 +413,7 @@ def build_shop(world: World, sim: Simulation, fraud: FraudPlan, pricing: Pricing
             "delta_on_hand": m_delta[chronological],
             "on_hand_after": on_hand_after[chronological],
             "order_id": m_order_id[chronological],
+            "purchase_order_id": take_or_none(po_ids, m_po)[chronological],
             "note": notes[m_kind[chronological]],
             "created_us": m_time[chronological],
         }
@@ -374,4 +464,6 @@ def build_shop(world: World, sim: Simulation, fraud: FraudPlan, pricing: Pricing
         refunds=refunds,
         stock_movements=stock_movements,
         events=pd.DataFrame(),
+        suppliers=suppliers,
+        purchase_orders=purchase_orders,
     )

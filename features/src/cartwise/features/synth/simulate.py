@@ -170,7 +170,12 @@ def simulate(world: World, fraud: FraudPlan, progress: Progress | None = None) -
         arrival_qty, arrival_time = incoming_qty[t], incoming_time[t]
         open_po[arriving] = False
         got = np.flatnonzero(arriving & (arrival_qty > 0))
-        restocks.add(product=got, time_us=arrival_time[got], quantity=arrival_qty[got])
+        restocks.add(
+            product=got,
+            time_us=arrival_time[got],
+            quantity=arrival_qty[got],
+            po=incoming_po[t][got],
+        )
 
         # 2-3. demand and shoppers
         occasions = rng.poisson(world.expected[:, t])
@@ -384,7 +389,7 @@ def simulate(world: World, fraud: FraudPlan, progress: Progress | None = None) -
         ),
         lines=lines.build(("order", "product", "quantity", "unit_cents")),
         lost=lost.build(("user", "product", "time_us")),
-        restocks=restocks.build(("product", "time_us", "quantity")),
+        restocks=restocks.build(("product", "time_us", "quantity", "po")),
         purchase_orders=pos.build(
             (
                 "po",

@@ -11,8 +11,9 @@
 - ``demand.parquet``: per product and day, the expected occasions (lambda), the drawn
   occasions, units sold and lost to stock-outs, stock at the start of the day, price, promo;
 - ``promotions.parquet``, ``price_changes.parquet``;
-- ``suppliers.parquet`` (true lead time mean and shape, fill rate) and
-  ``purchase_orders.parquet`` (every supplier order: placed, lead time, ordered, received);
+- ``suppliers.parquet`` (true lead time mean and shape, fill rate, the promised lead time)
+  and ``purchase_orders.parquet`` (every supplier order: placed, lead time, ordered,
+  received; ``po_id`` n is the facts' ``sypo-<seed>-<n>``);
 - ``order_labels.parquet``: every order with ``is_fraud``, ``pattern`` and ``incident``;
 - ``fraud_incidents.parquet``: one row per incident with its accounts;
 - ``summary.json``: the config, the model's constants and the counts of the run.
@@ -180,15 +181,25 @@ def ground_truth_tables(
             "new_price": pa.array(changes[:, 3] / 100, pa.float64()),
         }
     )
-    tables["suppliers"] = pa.table(
-        {
-            "supplier_id": pa.array(np.arange(1, len(catalog.supplier_name) + 1), pa.int64()),
-            "name": pa.array(catalog.supplier_name, pa.string()),
-            "lead_time_mean_days": pa.array(catalog.lead_time_mean, pa.float64()),
-            "lead_time_shape": pa.array(catalog.lead_time_shape, pa.float64()),
-            "fill_rate": pa.array(catalog.fill_rate, pa.float64()),
-        }
-    )
+    sup: dict[str, Any] = {
+        "supplier_id": pa.array(np.arange(1, len(catalog.supplier_name) + 1), pa.int64()),
+        "name": pa.array(catalog.supplier_name, pa.string()),
+        "lead_time_mean_days": pa.array(catalog.lead_time_mean, pa.float64()),
+        "lead_time_shape": pa.array(catalog.lead_time_shape, pa.float64()),
+        "fill_rate": pa.array(catalog.fill_rate, pa.float64()),
+    }
+    if not shop.suppliers.empty:
+        # What the supplier promises (the facts' lead_time_days) and its name as stored.
+        sup["promised_lead_time_days"] = pa.array(
+            shop.suppliers["lead_time_days"].to_numpy(), pa.int64()
+        )
+        sup["shop_name"] = pa.array(shop.suppliers["name"].tolist(), pa.string())
+    if db_ids and "suppliers" in db_ids:
+        sup["db_supplier_id"] = pa.array(
+            [db_ids["suppliers"].get(int(i)) for i in range(1, len(catalog.supplier_name) + 1)],
+            pa.int64(),
+        )
+    tables["suppliers"] = pa.table(sup)
     po = sim.purchase_orders
     po_product = po["product"].astype(np.int64)
     tables["purchase_orders"] = pa.table(
@@ -301,6 +312,7 @@ def summary(
             "products": len(shop.products),
             "categories": len(shop.categories),
             "suppliers": len(world.catalog.supplier_name),
+            "purchase_orders": len(shop.purchase_orders),
             "sessions": int(sessions),
             "events": len(events),
             "events_by_type": {str(k): int(v) for k, v in events["type"].value_counts().items()},

@@ -15,12 +15,17 @@ interrupted run resumes where it stopped. What is written:
 - **stock**: one ``stock_level`` per SKU (the final on-hand, nothing reserved: historical
   orders hold no reservations) and its **ledger** (initial ``set``, ``restock`` deliveries,
   ``sale`` when an order is paid, ``refund`` when a return is booked), never below zero;
+- **suppliers** (keyed by name, promised lead time) and their **purchase orders**
+  ``sypo-<seed>-<n>`` (one line each, status and quantities as at the end of the period, a
+  **receipt** per delivery); each delivery is the ``restock`` movement of the ledger that
+  names its purchase order, so the lines' ``quantity_received`` add up to the restocks;
 - **shopper events** with ``received_at = client_ts`` and properties (source, quantity,
   order id).
 
 A second run with the same config inserts nothing: users are keyed by email, variants by
 SKU, orders by id (their lines, transitions, payments and refunds are written with them),
-stock rows by SKU (with their ledger) and events by their deterministic ``event_id``. A run
+stock rows by SKU (with their ledger), suppliers by name, purchase orders by id (with their
+lines and receipts) and events by their deterministic ``event_id``. A run
 with the same seed but other arguments would mix two shops, so it is refused.
 """
 
@@ -46,6 +51,12 @@ from cartwise.commerce.events.models import ShopperEvent
 from cartwise.commerce.inventory.models import StockLevel, StockMovement
 from cartwise.commerce.orders.models import Order, OrderLine, OrderTransition
 from cartwise.commerce.payments.models import Payment, Refund
+from cartwise.commerce.suppliers.models import (
+    PurchaseOrder,
+    PurchaseOrderLine,
+    PurchaseOrderReceipt,
+    Supplier,
+)
 from cartwise.features.synth.shop import EMAIL_DOMAIN, Shop
 from cartwise.platform.auth import Role
 
@@ -444,6 +455,134 @@ def _write_orders(
     return counts
 
 
+def _write_suppliers(session: Session, shop: Shop) -> tuple[dict[int, int], int]:
+    """Suppliers keyed by name; returns synthetic supplier id -> database id."""
+    sup = shop.suppliers
+    if sup.empty:
+        return {}, 0
+    names = [str(n) for n in sup["name"]]
+    before = _count(session, Supplier, col(Supplier.name).in_(names))
+    first = shop.products["created_us"].min() if len(shop.products) else 0
+    [since] = _when(np.array([first]))
+    rows = [
+        {
+            "name": name,
+            "email": email,
+            "lead_time_days": int(lead),
+            "is_active": bool(active),
+            "created_at": since,
+            "updated_at": since,
+        }
+        for name, email, lead, active in zip(
+            names, sup["email"], sup["lead_time_days"], sup["is_active"], strict=True
+        )
+    ]
+    session.execute(_insert(session, Supplier, ["name"]), rows)
+    session.commit()
+    by_name = {name: int(i) for i, name in zip(sup["supplier_id"], names, strict=True)}
+    ids = {
+        by_name[str(name)]: int(db)
+        for db, name in session.execute(
+            select(Supplier.id, Supplier.name).where(col(Supplier.name).in_(names))
+        )
+    }
+    return ids, len(ids) - before
+
+
+def _when_or_none(us: pd.Series | np.ndarray) -> list[datetime | None]:
+    values = np.asarray(us, dtype=np.int64)
+    return [
+        t if u >= 0 else None for u, t in zip(values, _when(np.maximum(values, 0)), strict=True)
+    ]
+
+
+def _write_purchase_orders(
+    session: Session,
+    shop: Shop,
+    seed: int,
+    suppliers: dict[int, int],
+    variants: dict[str, tuple[int, int]],
+) -> dict[str, int]:
+    """Purchase orders with their line and delivery receipt, committed together per chunk."""
+    counts = {"purchase_orders": 0, "purchase_order_lines": 0, "purchase_order_receipts": 0}
+    existing = {
+        str(i)
+        for i in session.execute(
+            select(PurchaseOrder.id).where(col(PurchaseOrder.id).like(f"sypo-{seed}-%"))
+        ).scalars()
+    }
+    pos = shop.purchase_orders
+    if pos.empty:
+        return counts
+    pos = pos[~pos["po_id"].isin(existing)]
+    if pos.empty:
+        return counts
+    cols = {name: pos[name].tolist() for name in pos.columns}
+    placed, expected = _when(pos["placed_us"]), _when(pos["expected_us"])
+    received, updated = _when_or_none(pos["received_us"]), _when(pos["updated_us"])
+    po_stmt = _insert(session, PurchaseOrder, ["id"])
+    line_stmt, receipt_stmt = (
+        insert(_table(PurchaseOrderLine)),
+        insert(_table(PurchaseOrderReceipt)),
+    )
+    for start in range(0, len(pos), ORDER_CHUNK):
+        po_rows: list[dict[str, Any]] = []
+        line_rows: list[dict[str, Any]] = []
+        receipt_rows: list[dict[str, Any]] = []
+        for h in range(start, min(start + ORDER_CHUNK, len(pos))):
+            po_id, sku = cols["po_id"][h], cols["sku"][h]
+            vid, pid = variants[sku]
+            po_rows.append(
+                {
+                    "id": po_id,
+                    "supplier_id": suppliers[int(cols["supplier_id"][h])],
+                    "status": cols["status"][h],
+                    "currency": cols["currency"][h],
+                    "note": "synthetic",
+                    "created_by": None,
+                    "idempotency_key": None,
+                    "request_hash": None,
+                    "placed_at": placed[h],
+                    "expected_at": expected[h],
+                    "received_at": received[h],
+                    "updated_at": updated[h],
+                }
+            )
+            units = int(cols["quantity_received"][h])
+            line_rows.append(
+                {
+                    "purchase_order_id": po_id,
+                    "variant_id": vid,
+                    "product_id": pid,
+                    "sku": sku,
+                    "quantity_ordered": int(cols["quantity_ordered"][h]),
+                    "quantity_received": units,
+                    "unit_cost": _money(cols["unit_cost"][h]),
+                }
+            )
+            if units > 0:
+                receipt_rows.append(
+                    {
+                        "purchase_order_id": po_id,
+                        "receipt_key": "synth-delivery",
+                        "request_hash": "synthetic",
+                        "quantities": {sku: units},
+                        "actor_id": None,
+                        "note": "supplier delivery",
+                        "created_at": received[h],
+                    }
+                )
+        session.execute(po_stmt, po_rows)
+        session.execute(line_stmt, line_rows)
+        if receipt_rows:
+            session.execute(receipt_stmt, receipt_rows)
+        session.commit()
+        counts["purchase_orders"] += len(po_rows)
+        counts["purchase_order_lines"] += len(line_rows)
+        counts["purchase_order_receipts"] += len(receipt_rows)
+    return counts
+
+
 def _write_stock(
     session: Session, shop: Shop, seed: int, progress: Progress | None
 ) -> dict[str, int]:
@@ -463,7 +602,14 @@ def _write_stock(
     groups = moves.groupby("sku", sort=False).indices
     m_cols = {
         name: moves[name].tolist()
-        for name in ("reason", "delta_on_hand", "on_hand_after", "order_id", "note")
+        for name in (
+            "reason",
+            "delta_on_hand",
+            "on_hand_after",
+            "order_id",
+            "purchase_order_id",
+            "note",
+        )
     }
     m_when = _when(moves["created_us"])
     skus, on_hand = products["sku"].tolist(), products["on_hand"].tolist()
@@ -486,6 +632,7 @@ def _write_stock(
                         "on_hand_after": int(m_cols["on_hand_after"][i]),
                         "reserved_after": 0,
                         "order_id": m_cols["order_id"][i],
+                        "purchase_order_id": m_cols["purchase_order_id"][i],
                         "actor_id": None,
                         "note": m_cols["note"][i],
                         "created_at": m_when[i],
@@ -681,6 +828,8 @@ def write_db(
             progress("database: catalog", 1, 1)
         users, n_users = _write_users(session, shop, seed)
         orders = _write_orders(session, shop, seed, users, variants, progress)
+        suppliers, n_suppliers = _write_suppliers(session, shop)
+        purchases = _write_purchase_orders(session, shop, seed, suppliers, variants)
         stock = _write_stock(session, shop, seed, progress)
         products = {
             int(pid): variants[sku][1]
@@ -695,7 +844,9 @@ def write_db(
         "products": n_products,
         "customers": n_users,
         **orders,
+        "suppliers": n_suppliers,
+        **purchases,
         **stock,
         "events": n_events,
     }
-    return written, {"users": users, "products": products}
+    return written, {"users": users, "products": products, "suppliers": suppliers}

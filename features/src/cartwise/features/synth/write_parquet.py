@@ -51,13 +51,14 @@ def _table(name: str, columns: dict[str, pa.Array], schemas: dict[str, pa.Schema
 
 
 def fact_tables(shop: Shop) -> dict[str, pa.Table]:
-    """The five fact tables of a run, with the exact ``FACTS`` schemas."""
-    o, lines, ev, pay, mv = (
+    """The six fact tables of a run, with the exact ``FACTS`` schemas."""
+    o, lines, ev, pay, mv, po = (
         shop.orders,
         shop.order_lines,
         shop.events,
         shop.payments,
         shop.stock_movements,
+        shop.purchase_orders,
     )
     return {
         "orders": _table(
@@ -137,12 +138,30 @@ def fact_tables(shop: Shop) -> dict[str, pa.Table]:
             },
             FACTS,
         ),
+        "purchase_orders": _table(
+            "purchase_orders",
+            {
+                "po_id": _str(po["po_id"]),
+                "supplier_id": _int(po["supplier_id"]),
+                "product_id": _int(po["product_id"]),
+                "sku": _str(po["sku"]),
+                "status": _str(po["status"]),
+                "quantity_ordered": _int(po["quantity_ordered"]),
+                "quantity_received": _int(po["quantity_received"]),
+                "unit_cost": _money(po["unit_cost"]),
+                "placed_at": _ts(po["placed_us"]),
+                "expected_at": _ts(po["expected_us"]),
+                "received_at": _ts(po["received_us"]),
+                "updated_at": _ts(po["updated_us"]),
+            },
+            FACTS,
+        ),
     }
 
 
 def dimension_tables(shop: Shop) -> dict[str, pa.Table]:
-    """The four dimensions of a run, with the exact ``DIMENSIONS`` schemas."""
-    c, p, cat = shop.customers, shop.products, shop.categories
+    """The five dimensions of a run, with the exact ``DIMENSIONS`` schemas."""
+    c, p, cat, sup = shop.customers, shop.products, shop.categories, shop.suppliers
     return {
         "customers": _table(
             "customers",
@@ -187,6 +206,16 @@ def dimension_tables(shop: Shop) -> dict[str, pa.Table]:
                 "category_id": _int(cat["category_id"]),
                 "name": _str(cat["name"]),
                 "parent_id": _int(np.where(cat["parent_id"] > 0, cat["parent_id"], -1), True),
+            },
+            DIMENSIONS,
+        ),
+        "suppliers": _table(
+            "suppliers",
+            {
+                "supplier_id": _int(sup["supplier_id"]),
+                "name": _str(sup["name"]),
+                "lead_time_days": _int(sup["lead_time_days"]),
+                "is_active": pa.array(sup["is_active"].to_numpy(dtype=bool)),
             },
             DIMENSIONS,
         ),
