@@ -118,9 +118,13 @@ class BenchData:
 
         config.setdefault("start", date(2026, 1, 1))
         synth_config = SynthConfig(**config)
-        key = hashlib.sha256(
+        digest = hashlib.sha256(
             json.dumps(asdict(synth_config), sort_keys=True, default=str).encode()
-        ).hexdigest()[:10]
+        )
+        # A change to the generator or the feature tables invalidates the cached shop.
+        for path in sorted(_code_files()):
+            digest.update(path.read_bytes())
+        key = digest.hexdigest()[:10]
         folder = self.cache / f"synth-{key}"
         settings = _feature_settings(folder, f"bench_synth_{key}")
         if not (folder / "ready").is_file():
@@ -131,6 +135,13 @@ class BenchData:
             _apply(settings)
             (folder / "ready").write_text("ok\n")
         return _source(settings)
+
+
+def _code_files() -> list[Path]:
+    import cartwise.features
+
+    package = Path(next(iter(cartwise.features.__path__)))
+    return [*package.glob("synth/*.py"), package / "tables.py", package / "facts.py"]
 
 
 def _feature_settings(folder: Path, project: str) -> Any:
