@@ -300,3 +300,18 @@ def make_client() -> Iterator[Callable[..., Any]]:
     yield make
     for client in opened:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One local Ray with 2 CPUs for the whole session (starting one costs seconds)."""
+    import ray
+
+    from cartwise.models.settings import ModelSettings
+    from cartwise.models.tuning import ensure_ray
+
+    started = not ray.is_initialized()
+    ensure_ray(ModelSettings(env="test", var_dir=tmp_path_factory.mktemp("ray"), ray_num_cpus=2))
+    yield
+    if started:
+        ray.shutdown()

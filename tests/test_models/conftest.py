@@ -155,21 +155,6 @@ def model_settings(tmp_path: Path, mlflow_template: Path) -> Iterator[Any]:
     mlflow.set_registry_uri(None)
 
 
-@pytest.fixture(scope="session")
-def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One local Ray with 2 CPUs for the whole session (starting one costs seconds)."""
-    import ray
-
-    from cartwise.models.settings import ModelSettings
-    from cartwise.models.tuning import ensure_ray
-
-    started = not ray.is_initialized()
-    ensure_ray(ModelSettings(env="test", var_dir=tmp_path_factory.mktemp("ray"), ray_num_cpus=2))
-    yield
-    if started:
-        ray.shutdown()
-
-
 # A small generated shop shared by the area tests: ~1.3k orders, 60k events, 120 products.
 SYNTH_CUSTOMERS, SYNTH_DAYS, SYNTH_PRODUCTS, SYNTH_SEED = 400, 150, 120, 7
 
