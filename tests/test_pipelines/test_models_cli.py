@@ -49,6 +49,9 @@ def shop_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         "CARTWISE_REDIS_URL": "",
         "CARTWISE_FEAST_PROJECT": f"cli{uuid.uuid4().hex[:8]}",
         "CARTWISE_LOG_LEVEL": "WARNING",
+        # One trial at a time: with concurrent trials ASHA's early stopping depends on which
+        # trial reaches a rung first, so only sequential tuning repeats itself exactly.
+        "CARTWISE_TUNE_MAX_CONCURRENT": "1",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
