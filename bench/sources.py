@@ -34,7 +34,7 @@ def _resolve(data: Path) -> Path:
     return data if data.is_absolute() else (ROOT / data).resolve()
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity, so the cached methods work
 class BenchData:
     """A datasets folder (``online_retail/``, ``creditcard_fraud/``) plus cached derived data."""
 

@@ -72,4 +72,11 @@ def test_notebook_runs(path: Path) -> None:
         rows = int(printed.split("checks passed: ", 1)[1].split(" training rows", 1)[0])
         assert rows > 0
         assert _images(nb) == 2  # the RFM histograms and the cohort heat map
+    elif path.stem == "02_recommender":
+        assert "checks passed:" in printed, printed[-2000:]
+        assert _images(nb) == 1  # the trials' validation curves
+    elif path.stem == "03_demand_and_customers":
+        assert "checks passed:" in printed, printed[-2000:]
+        # forecast bands, the decomposition, segment sizes, churn calibration
+        assert _images(nb) == 4
     print(f"{path.name}: {elapsed:.1f} s")

@@ -217,6 +217,54 @@ class RepurchaseBlend:
         return blend_repurchase(own, self.collaborative.score(users), self.weight)
 
 
+class SessionTransitions:
+    """Session baseline: items that followed the session's last item (then its earlier ones).
+
+    ``C[a, b]`` counts how often ``b`` came within ``window`` steps after ``a`` in training
+    sessions (nearer steps weigh more); the score of ``b`` is ``C[last, b]`` plus a smaller
+    share from the earlier items, and popularity breaks ties.
+    """
+
+    def __init__(self, window: int = 3, history_weight: float = 0.3) -> None:
+        self.window = window
+        self.history_weight = history_weight
+        self.transitions = sp.csr_matrix((0, 0))
+        self.popularity = np.zeros(0)
+
+    def fit(self, sequences: list[np.ndarray], n_items: int) -> SessionTransitions:
+        """Count the transitions of the training sessions."""
+        rows, cols, vals = [], [], []
+        for seq in sequences:
+            for gap in range(1, self.window + 1):
+                if len(seq) > gap:
+                    rows.append(seq[:-gap])
+                    cols.append(seq[gap:])
+                    vals.append(np.full(len(seq) - gap, 1.0 / gap))
+        shape = (n_items, n_items)
+        if rows:
+            self.transitions = sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape
+            )
+        else:
+            self.transitions = sp.csr_matrix(shape)
+        counts = np.bincount(np.concatenate(sequences), minlength=n_items) if sequences else None
+        pop = np.zeros(n_items) if counts is None else counts.astype(np.float64)
+        self.popularity = pop / max(float(pop.max()), 1.0)
+        return self
+
+    def scores(self, sequences: list[list[int]]) -> np.ndarray:
+        """Next-item scores (len(sequences), n_items) after each sequence (oldest first)."""
+        out = np.tile(1e-3 * self.popularity, (len(sequences), 1))
+        for r, seq in enumerate(sequences):
+            if not seq:
+                continue
+            out[r] += np.asarray(self.transitions[seq[-1]].toarray()).ravel()
+            if len(seq) > 1 and self.history_weight > 0:
+                earlier = np.asarray(self.transitions[seq[:-1]].sum(axis=0)).ravel()
+                out[r] += self.history_weight * earlier / (len(seq) - 1)
+        return out
+
+
 __all__ = [
     "EASE",
     "ItemKNN",
@@ -224,6 +272,7 @@ __all__ = [
     "Repurchase",
     "RepurchaseBlend",
     "Scorer",
+    "SessionTransitions",
     "blend_repurchase",
     "ease_weights",
     "minmax_rows",

@@ -16,6 +16,7 @@ Sources:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +66,20 @@ def read_exports(
     import pyarrow.dataset as ds
 
     from_partitions = ds.dataset(folder, format="parquet", partitioning="hive")
-    columns = ["order_id", "user_id", "product_id", "quantity", "status", "created_at"]
-    table = from_partitions.to_table(columns=columns)
-    lines = table.to_pandas()
+    lines = from_partitions.to_table(columns=list(LINE_COLUMNS)).to_pandas()
+    return window(from_order_lines(lines, statuses=statuses), start, end)
+
+
+LINE_COLUMNS = ("order_id", "user_id", "product_id", "quantity", "status", "created_at")
+
+
+def from_order_lines(
+    lines: pd.DataFrame, *, statuses: Collection[str] = PURCHASE_STATUSES
+) -> pd.DataFrame:
+    """Purchases from ``order_lines`` facts: paid lines of registered customers."""
+    missing = set(LINE_COLUMNS) - set(lines.columns)
+    if missing:
+        raise ValueError(f"not order_lines facts: lacks {sorted(missing)}")
     keep = lines["user_id"].notna() & lines["status"].isin(list(statuses))
     keep &= lines["quantity"] > 0
     lines = lines[keep]
@@ -78,7 +90,36 @@ def read_exports(
         lines["quantity"],
         lines["order_id"].astype(str),
     )
-    return window(out, start, end)
+    return out
+
+
+def read_source(
+    source: Any,
+    *,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    statuses: Collection[str] = PURCHASE_STATUSES,
+) -> pd.DataFrame:
+    """Purchases from a models ``Source``'s ``order_lines`` facts (``start`` ≤ ts < ``end``)."""
+    lines = source.facts("order_lines", columns=list(LINE_COLUMNS), start=start, end=end)
+    if len(lines) == 0:
+        return _frame([], [], pd.Series([], dtype="datetime64[us]"), [], [])
+    return window(from_order_lines(lines, statuses=statuses), start, end)
+
+
+def product_texts(products: pd.DataFrame) -> list[str]:
+    """One text per product for the content encoder: name, description and category."""
+    parts = [
+        products[c].fillna("").astype(str) if c in products.columns else None
+        for c in ("name", "description", "category")
+    ]
+    present = [p for p in parts if p is not None]
+    if not present:
+        raise ValueError("products need at least one of name, description, category")
+    joined = present[0]
+    for part in present[1:]:
+        joined = joined.str.cat(part, sep=". ")
+    return [t.strip(". ") for t in joined.tolist()]
 
 
 def read_categories(root: Path | str) -> dict[Any, str]:
@@ -311,15 +352,88 @@ def split(
     return train, targets(window(purchases, cutoff, end), train)
 
 
+SESSION_EVENTS = ("view", "click", "add_to_cart")
+EVENT_COLUMNS = ("id", "type", "session_id", "product_id", "received_at")
+
+
+@dataclass
+class Sessions:
+    """Product sequences of shopper sessions (item indices, oldest first) and their start."""
+
+    sequences: list[np.ndarray]
+    started: np.ndarray  # datetime64[us] of each session's first event
+
+    def window(
+        self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+    ) -> Sessions:
+        """The sessions that started in ``[start, end)``."""
+        keep = np.ones(len(self.sequences), dtype=bool)
+        if start is not None:
+            keep &= self.started >= np.datetime64(pd.Timestamp(start).to_datetime64(), "us")
+        if end is not None:
+            keep &= self.started < np.datetime64(pd.Timestamp(end).to_datetime64(), "us")
+        chosen = np.flatnonzero(keep)
+        return Sessions([self.sequences[i] for i in chosen], self.started[chosen])
+
+
+def sessions_from_events(
+    events: pd.DataFrame,
+    item_index: dict[Any, int],
+    *,
+    types: Collection[str] = SESSION_EVENTS,
+    min_length: int = 2,
+) -> Sessions:
+    """Per session, the products viewed, clicked or carted in order (repeats in a row merged).
+
+    Products outside ``item_index`` are dropped; sessions shorter than ``min_length`` too.
+    """
+    missing = set(EVENT_COLUMNS) - set(events.columns)
+    if missing:
+        raise ValueError(f"not events facts: lacks {sorted(missing)}")
+    frame = events[events["type"].isin(list(types)) & events["product_id"].notna()]
+    frame = frame[["id", "session_id", "product_id", "received_at"]].copy()
+    frame["item"] = frame["product_id"].astype(np.int64).map(item_index)
+    frame = frame[frame["item"].notna() & frame["session_id"].notna()]
+    frame = frame.sort_values(["session_id", "received_at", "id"], kind="stable")
+    session = frame["session_id"].to_numpy()
+    item = frame["item"].to_numpy(np.int64)
+    ts = pd.to_datetime(frame["received_at"], utc=True).dt.tz_localize(None)
+    stamps = ts.to_numpy().astype("datetime64[us]")
+    new_session = np.r_[True, session[1:] != session[:-1]] if len(session) else np.zeros(0, bool)
+    repeat = np.r_[False, (item[1:] == item[:-1]) & ~new_session[1:]] if len(item) else new_session
+    keep = ~repeat
+    session, item, stamps, new_session = (
+        session[keep],
+        item[keep],
+        stamps[keep],
+        new_session[keep],
+    )
+    starts = np.flatnonzero(new_session)
+    bounds = np.r_[starts, len(item)]
+    sequences, started = [], []
+    for a, b in itertools.pairwise(bounds):
+        if b - a >= min_length:
+            sequences.append(item[a:b])
+            started.append(stamps[a])
+    return Sessions(sequences, np.asarray(started, dtype="datetime64[us]"))
+
+
 __all__ = [
     "COLUMNS",
+    "EVENT_COLUMNS",
     "PURCHASE_STATUSES",
+    "SESSION_EVENTS",
     "Interactions",
+    "Sessions",
     "TrainData",
     "encode",
     "from_online_retail",
+    "from_order_lines",
+    "product_texts",
     "read_categories",
     "read_exports",
+    "read_source",
+    "sessions_from_events",
     "split",
     "subsample_users",
     "targets",

@@ -106,4 +106,38 @@ def evaluate_ranking(
     return out
 
 
-__all__ = ["Scores", "evaluate_ranking", "ndcg_at_k", "recall_at_k", "top_k"]
+def evaluate_next_item(
+    score: Callable[[list[list[int]]], np.ndarray],
+    sequences: Sequence[np.ndarray],
+    *,
+    k: int = 10,
+    max_len: int = 10,
+    batch: int = 512,
+) -> dict[str, float]:
+    """HR@k and MRR@k of next-item prediction at every step of held-out sessions.
+
+    ``score(prefixes)`` gets each prefix (item indices, oldest first, at most ``max_len``)
+    and returns (len(prefixes), n_items) scores of the next item.
+    """
+    prefixes: list[list[int]] = []
+    targets: list[int] = []
+    for seq in sequences:
+        for t in range(1, len(seq)):
+            prefixes.append([int(i) for i in seq[max(0, t - max_len) : t]])
+            targets.append(int(seq[t]))
+    if not prefixes:
+        raise ValueError("no session with at least two products")
+    hits = rr = 0.0
+    for start in range(0, len(prefixes), batch):
+        scores = np.asarray(score(prefixes[start : start + batch]), dtype=np.float64)
+        ranked = top_k(scores, k)
+        for row, target in enumerate(targets[start : start + batch]):
+            found = np.flatnonzero(ranked[row] == target)
+            if len(found):
+                hits += 1.0
+                rr += 1.0 / (int(found[0]) + 1)
+    n = len(prefixes)
+    return {f"hr@{k}": hits / n, f"mrr@{k}": rr / n, "predictions": float(n)}
+
+
+__all__ = ["Scores", "evaluate_next_item", "evaluate_ranking", "ndcg_at_k", "recall_at_k", "top_k"]

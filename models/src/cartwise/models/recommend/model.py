@@ -7,6 +7,8 @@ item's. Serving never needs torch: :meth:`BPRMF.export` hands the weights over a
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -147,4 +149,141 @@ def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tens
     return loss
 
 
-__all__ = ["BPRMF", "Reranker", "bpr_loss", "listwise_loss"]
+def _mlp(width: int, hidden: tuple[int, ...], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    layers.append(nn.Linear(width, out))
+    return nn.Sequential(*layers)
+
+
+def _linear_export(net: nn.Sequential) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            out += [
+                layer.weight.detach().numpy().T.astype(np.float32).copy(),
+                layer.bias.detach().numpy().astype(np.float32).copy(),
+            ]
+    return out
+
+
+class TwoTower(nn.Module):
+    """A hybrid two-tower model: id embeddings plus feature (and content) towers, summed.
+
+    The user vector is ``E_user[id] + MLP(customer features)`` and the item vector
+    ``E_item[id] + MLP(item features ⊕ content vector)``; the score is their dot product.
+    Index 0 of each id table is "unknown": training replaces ids by 0 at random (id dropout),
+    so a new customer (features only) or a new product (content and features only) still gets
+    a useful vector from the feature towers.
+    """
+
+    user_mean: torch.Tensor
+    user_std: torch.Tensor
+    item_mean: torch.Tensor
+    item_std: torch.Tensor
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        user_features: int,
+        item_features: int,
+        *,
+        dim: int = 64,
+        hidden: tuple[int, ...] = (128,),
+        init_std: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if min(n_users, n_items, user_features, item_features, dim) <= 0:
+            raise ValueError("sizes and feature widths must be positive")
+        self.user_id = nn.Embedding(n_users + 1, dim)
+        self.item_id = nn.Embedding(n_items + 1, dim)
+        nn.init.normal_(self.user_id.weight, std=init_std)
+        nn.init.normal_(self.item_id.weight, std=init_std)
+        self.user_tower = _mlp(user_features, hidden, dim)
+        self.item_tower = _mlp(item_features, hidden, dim)
+        for name, width in (("user", user_features), ("item", item_features)):
+            self.register_buffer(f"{name}_mean", torch.zeros(width))
+            self.register_buffer(f"{name}_std", torch.ones(width))
+
+    def standardise(self, user_features: np.ndarray, item_features: np.ndarray) -> None:
+        """Fix the input scaling of both towers from the training features."""
+        for name, x in (("user", user_features), ("item", item_features)):
+            mean = torch.as_tensor(x.mean(axis=0), dtype=torch.float32)
+            std = torch.as_tensor(x.std(axis=0), dtype=torch.float32).clamp_min(1e-3)
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(std)
+
+    def users(self, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """User vectors (batch, dim); ``ids`` are 1-based indices, 0 = unknown."""
+        x = (features - self.user_mean) / self.user_std
+        out: torch.Tensor = self.user_id(ids) + self.user_tower(x)
+        return out
+
+    def items(self, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Item vectors (batch, dim); ``ids`` are 1-based indices, 0 = unknown."""
+        x = (features - self.item_mean) / self.item_std
+        out: torch.Tensor = self.item_id(ids) + self.item_tower(x)
+        return out
+
+    def export(self) -> dict[str, Any]:
+        """The weights as float32 numpy arrays (see ``predict.Towers``)."""
+        with torch.no_grad():
+            return {
+                "user_id": self.user_id.weight.detach().numpy().astype(np.float32).copy(),
+                "item_id": self.item_id.weight.detach().numpy().astype(np.float32).copy(),
+                "user_mean": self.user_mean.numpy().copy(),
+                "user_std": self.user_std.numpy().copy(),
+                "item_mean": self.item_mean.numpy().copy(),
+                "item_std": self.item_std.numpy().copy(),
+                "user_layers": _linear_export(self.user_tower),
+                "item_layers": _linear_export(self.item_tower),
+            }
+
+
+class SessionGRU(nn.Module):
+    """Next-item prediction over a session's products (GRU4Rec-style, tied item embeddings).
+
+    Item index 0 is padding; a session's hidden state is projected into the item embedding
+    space and scored against every item.
+    """
+
+    def __init__(self, n_items: int, dim: int = 64, hidden: int = 64) -> None:
+        super().__init__()
+        if min(n_items, dim, hidden) <= 0:
+            raise ValueError("n_items, dim and hidden must be positive")
+        self.embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        self.gru = nn.GRU(dim, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, steps, n_items + 1) of the next item after each step."""
+        states, _ = self.gru(self.embedding(sequences))
+        logits: torch.Tensor = self.out(states) @ self.embedding.weight.T
+        return logits
+
+    def _gru_param(self, name: str) -> torch.Tensor:
+        param: torch.Tensor = getattr(self.gru, name)
+        return param
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Embedding, GRU and projection weights as float32 numpy arrays."""
+        with torch.no_grad():
+            arrays: dict[str, torch.Tensor] = {
+                "embedding": self.embedding.weight,
+                "w_ih": self._gru_param("weight_ih_l0"),
+                "w_hh": self._gru_param("weight_hh_l0"),
+                "b_ih": self._gru_param("bias_ih_l0"),
+                "b_hh": self._gru_param("bias_hh_l0"),
+                "out_w": self.out.weight,
+                "out_b": self.out.bias,
+            }
+            return {k: v.detach().numpy().astype(np.float32).copy() for k, v in arrays.items()}
+
+
+__all__ = ["BPRMF", "Reranker", "SessionGRU", "TwoTower", "bpr_loss", "listwise_loss"]
