@@ -38,10 +38,11 @@ configs from the same seed, so a rerun repeats itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,7 +224,8 @@ def tune(
         ),
     )
     try:
-        grid = tuner.fit()
+        with _signal_handlers_restored():
+            grid = tuner.fit()
         if grid.num_errors == len(grid):
             raise RuntimeError(f"every {area} trial failed; first error: {grid.errors[0]!r}")
         # "all": a trial is ranked by its best epoch, the one its kept checkpoint holds.
@@ -259,6 +261,30 @@ def tune(
         experiment_id=experiment_id,
         results_df=grid.get_dataframe(),
     )
+
+
+@contextlib.contextmanager
+def _signal_handlers_restored() -> Iterator[None]:
+    """Put back the SIGINT/SIGUSR1 handlers that ``Tuner.fit`` replaces and never restores.
+
+    Ray Tune installs its own "stop the experiment" handler on every run and leaves it behind,
+    so after training a later Ctrl-C (``make demo`` serving) would be swallowed by a stale
+    handler of a finished run instead of stopping the process.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = [n for n in ("SIGINT", "SIGUSR1") if hasattr(signal, n)]
+    saved = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in saved.items():
+            if handler is not None:
+                signal.signal(getattr(signal, n), handler)
 
 
 def _best_checkpoint(
