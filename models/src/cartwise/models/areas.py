@@ -115,6 +115,60 @@ class Holdout:
     window: str  # "YYYY-MM-DD/YYYY-MM-DD"
 
 
+def register_challenger(
+    area: str,
+    predictor: Any,
+    source: Source,
+    *,
+    run_id: str | None,
+    metrics: Mapping[str, float],
+    data_window: str,
+    input_example: Any,
+    seed: int,
+    budget: str,
+    started: float,
+    signature: Any = None,
+    tags: Mapping[str, str] | None = None,
+    info: Mapping[str, Any] | None = None,
+    settings: ModelSettings | None = None,
+) -> Trained:
+    """Register the best trial's predictor as the area's ``challenger``; the end of ``tune.run``.
+
+    Every version carries the same provenance tags (seed, budget, export snapshot, data
+    window, feature service) plus the area's own ``tags``; ``started`` is the
+    ``time.perf_counter()`` of the run's start.
+    """
+    import time
+
+    from cartwise.models import tracking
+
+    area_spec = spec(area)
+    data_version = source.data_version()
+    version = tracking.register(
+        area_spec.model_name,
+        predictor,
+        area=area,
+        input_example=input_example,
+        signature=signature,
+        run_id=run_id,
+        metrics=metrics,
+        data_window=data_window,
+        feature_service=area_spec.feature_service,
+        tags={"seed": str(seed), "data_version": data_version, "budget": budget, **(tags or {})},
+        settings=settings,
+    )
+    return Trained(
+        area=area,
+        model_name=area_spec.model_name,
+        version=int(version.version),
+        run_id=run_id,
+        metrics=dict(metrics),
+        data_version=data_version,
+        seconds=time.perf_counter() - started,
+        info=dict(info or {}),
+    )
+
+
 def spec(area: str) -> AreaSpec:
     """The area's spec; ``ValueError`` naming the known areas otherwise."""
     try:
@@ -183,6 +237,7 @@ __all__ = [
     "ProgressFn",
     "Trained",
     "evaluate",
+    "register_challenger",
     "spec",
     "train",
 ]

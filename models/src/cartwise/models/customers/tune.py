@@ -66,7 +66,7 @@ def run(
     """Tune, build the predictor from the best trial and register it as ``challenger``."""
     from ray import tune as rt
 
-    from cartwise.models import tracking, tuning
+    from cartwise.models import tuning
     from cartwise.models.customers.evaluate import prepare
     from cartwise.models.customers.rules import association_rules
     from cartwise.models.customers.train import build
@@ -109,34 +109,23 @@ def run(
         if k in {"churn_pr_auc", "churn_roc_auc", "ltv_spearman", "ltv_mae", "ae_val_loss"}
     }
     window = f"{plan.train[0].date()}/{plan.holdout.date()}"
-    version = tracking.register(
-        SPEC.model_name,
+    trained = areas.register_challenger(
+        "customers",
         model,
-        area="customers",
-        input_example=data.example,
+        source,
         run_id=result.best_run_id,
         metrics=metrics,
         data_window=window,
-        feature_service=SPEC.feature_service,
-        tags={
-            "seed": str(seed),
-            "data_version": source.data_version(),
-            "budget": budget,
-            "horizon_days": str(plan.horizon),
-        },
+        input_example=data.example,
+        seed=seed,
+        budget=budget,
+        started=started,
+        tags={"horizon_days": str(plan.horizon)},
+        info={"best_config": result.best_config, "window": window, "holdout": plan.window},
         settings=settings,
     )
-    say("customers", f"registered version {version.version} as challenger")
-    return areas.Trained(
-        area="customers",
-        model_name=SPEC.model_name,
-        version=int(version.version),
-        run_id=result.best_run_id,
-        metrics=metrics,
-        data_version=source.data_version(),
-        seconds=time.perf_counter() - started,
-        info={"best_config": result.best_config, "window": window, "holdout": plan.window},
-    )
+    say("customers", f"registered version {trained.version} as challenger")
+    return trained
 
 
 __all__ = ["BUDGET_SETTINGS", "run", "search_space", "trainable"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cartwise.models.areas import ProgressFn, Trained, spec
+from cartwise.models.areas import ProgressFn, Trained, register_challenger, spec
 from cartwise.models.demand.data import Panel
 
 AREA = "demand"
@@ -88,7 +88,7 @@ def run(
     """Tune on the training window, register the best trial as ``challenger``."""
     from ray import tune as rt
 
-    from cartwise.models import tracking, tuning
+    from cartwise.models import tuning
     from cartwise.models.demand.data import read_panel
     from cartwise.models.demand.evaluate import HOLDOUT_DAYS
     from cartwise.models.demand.train import build_predictor, resolve_config
@@ -96,7 +96,7 @@ def run(
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     started = time.perf_counter()
-    area = spec(AREA)
+    spec(AREA)  # fails early on an unknown area name
 
     def say(message: str) -> None:
         if progress:
@@ -143,33 +143,21 @@ def run(
     example = input_example(panel.product_ids)
     output = predictor.predict(example)
     window = f"{panel.start.date()}/{(train_panel.end - pd.Timedelta(days=1)).date()}"
-    version = tracking.register(
-        area.model_name,
+    return register_challenger(
+        AREA,
         predictor,
-        area=AREA,
-        input_example=example,
-        signature=signature(example, output),
+        source,
         run_id=result.best_run_id,
         metrics=metrics,
         data_window=window,
-        feature_service=area.feature_service,
-        tags={
-            "seed": str(seed),
-            "data_version": source.data_version(),
-            "budget": budget,
-            "skus": str(panel.n_series),
-        },
-        settings=settings,
-    )
-    return Trained(
-        area=AREA,
-        model_name=area.model_name,
-        version=int(version.version),
-        run_id=result.best_run_id,
-        metrics=metrics,
-        data_version=source.data_version(),
-        seconds=time.perf_counter() - started,
+        input_example=example,
+        signature=signature(example, output),
+        seed=seed,
+        budget=budget,
+        started=started,
+        tags={"skus": str(panel.n_series)},
         info={"config": {k: v for k, v in cfg.items() if k != "quantiles"}, "window": window},
+        settings=settings,
     )
 
 

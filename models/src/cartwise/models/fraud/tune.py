@@ -76,7 +76,7 @@ def run(
     """Tune on the training window, register the best scorer as ``challenger``."""
     from ray import tune as rt
 
-    from cartwise.models import tracking, tuning
+    from cartwise.models import tuning
     from cartwise.models.fraud.train import trainable
 
     if budget not in BUDGET_PLAN:
@@ -117,32 +117,20 @@ def run(
         AREA,
         f"registering the best trial (val PR-AUC {metrics.get('val_pr_auc', float('nan')):.3f})",
     )
-    version = tracking.register(
+    return areas.register_challenger(
         AREA,
         scorer,
-        area=AREA,
-        input_example=train_part.frame[list(fraud_data.FEATURES)].head(5),
+        source,
         run_id=result.best_run_id,
         metrics=metrics,
         data_window=window,
-        feature_service=fraud_data.SERVICE,
-        tags={
-            "seed": str(seed),
-            "data_version": source.data_version(),
-            "budget": budget,
-            "thresholds": repr(scorer.thresholds),
-        },
-        settings=settings,
-    )
-    return areas.Trained(
-        area=AREA,
-        model_name=AREA,
-        version=int(version.version),
-        run_id=result.best_run_id,
-        metrics=metrics,
-        data_version=source.data_version(),
-        seconds=time.perf_counter() - started,
+        input_example=train_part.frame[list(fraud_data.FEATURES)].head(5),
+        seed=seed,
+        budget=budget,
+        started=started,
+        tags={"thresholds": repr(scorer.thresholds)},
         info={"best_config": result.best_config, "thresholds": dict(scorer.thresholds)},
+        settings=settings,
     )
 
 

@@ -164,7 +164,6 @@ def run(
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     plan = BUDGETS[budget]
-    spec = areas.spec("recommend")
     started = time.perf_counter()
 
     def say(message: str) -> None:
@@ -242,39 +241,29 @@ def run(
         **session_metrics,
     }
     say("registering the challenger")
-    version = tracking.register(
-        spec.model_name,
+    return areas.register_challenger(
+        "recommend",
         recommender,
-        area="recommend",
-        input_example=input_example(recommender),
-        signature=signature(),
+        source,
         run_id=result.best_run_id,
         metrics=metrics,
         data_window=window,
-        feature_service=spec.feature_service,
+        input_example=input_example(recommender),
+        signature=signature(),
+        seed=seed,
+        budget=budget,
+        started=started,
         tags={
-            "seed": str(seed),
-            "data_version": source.data_version(),
-            "budget": budget,
             "model": "two-tower + repurchase + session GRU",
             "holdout": split.holdout_window,
         },
-        settings=settings,
-    )
-    return areas.Trained(
-        area="recommend",
-        model_name=spec.model_name,
-        version=int(version.version),
-        run_id=version.run_id,
-        metrics=metrics,
-        data_version=source.data_version(),
-        seconds=time.perf_counter() - started,
         info={
             "best_config": config,
             "trials": len(result.results_df),
             "holdout": split.holdout_window,
             "data_window": window,
         },
+        settings=settings,
     )
 
 

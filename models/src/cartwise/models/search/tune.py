@@ -81,12 +81,11 @@ def run(
     import pandas as pd
     from ray import tune as rt
 
-    from cartwise.models import tracking, tuning
+    from cartwise.models import tuning
     from cartwise.models.search.train import attach, mrr_ndcg, prepare
 
     if budget not in areas.BUDGETS:
         raise ValueError(f"budget must be one of {areas.BUDGETS}, got {budget!r}")
-    spec = areas.spec(AREA)
     started = time.perf_counter()
 
     def say(message: str) -> None:
@@ -128,40 +127,29 @@ def run(
     )
     say("registering the challenger")
     example = pd.DataFrame({"query": ["table lamp", "wireles headphones"], "k": [5, 5]})
-    version = tracking.register(
-        spec.model_name,
+    return areas.register_challenger(
+        AREA,
         predictor,
-        area=AREA,
-        input_example=example,
-        signature=_signature(predictor, example),
+        source,
         run_id=result.best_run_id,
         metrics={**best, "val_unranked_mrr_at_10": base["mrr_at_10"]},
         data_window=prepared.window,
-        feature_service=spec.feature_service,
+        input_example=example,
+        signature=_signature(predictor, example),
+        seed=seed,
+        budget=budget,
+        started=started,
         tags={
-            "seed": str(seed),
-            "data_version": source.data_version(),
-            "budget": budget,
             "products": str(predictor.n_products),
             "click_lists": str(len(prepared.lists)),
         },
-        settings=settings,
-    )
-    seconds = time.perf_counter() - started
-    return areas.Trained(
-        area=AREA,
-        model_name=spec.model_name,
-        version=int(version.version),
-        run_id=result.best_run_id,
-        metrics={**best, "val_unranked_mrr_at_10": base["mrr_at_10"]},
-        data_version=source.data_version(),
-        seconds=seconds,
         info={
             "window": prepared.window,
             "trials": len(result.results_df),
             "best_config": dict(result.best_config),
             "prepare_seconds": prepared.seconds,
         },
+        settings=settings,
     )
 
 
