@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
 
 from cartwise.platform.auth import (
     AdminDep,
@@ -41,6 +41,16 @@ async def _cache(request: Request) -> JsonCache:
 
 # Integer ids in paths: bounded so PostgreSQL's INTEGER never overflows.
 IntId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+# The header that makes a create-style POST safe to retry (checkout, purchase orders, receipts).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=120,
+        description="Makes retries safe: the same key and body are applied once.",
+    ),
+]
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[redis.Redis, Depends(_redis)]

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, func, select
 from cartwise.commerce.carts import service as carts
 from cartwise.commerce.carts.models import Cart
 from cartwise.commerce.deps import (
+    IdempotencyKey,
     OptionalPrincipalDep,
     PrincipalDep,
     SessionDep,
@@ -51,15 +52,6 @@ OrderId = Annotated[str, Path(min_length=1, max_length=32)]
 CartToken = Annotated[
     str | None,
     Header(max_length=128, description="The token of the guest cart the order came from."),
-]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=120,
-        description="Makes retries safe: the same key and body return the same order.",
-    ),
 ]
 CUSTOMER_CANCELLABLE = frozenset({OrderStatus.pending_payment, OrderStatus.review})
 

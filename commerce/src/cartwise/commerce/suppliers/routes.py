@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from cartwise.commerce.catalog.models import SKU
-from cartwise.commerce.deps import AdminDep, IntId, SessionDep, StaffDep
+from cartwise.commerce.deps import AdminDep, IdempotencyKey, IntId, SessionDep, StaffDep
 from cartwise.commerce.suppliers import service
 from cartwise.commerce.suppliers.models import (
     CancelRequest,
@@ -31,15 +31,6 @@ from cartwise.platform.errors import PROBLEM_RESPONSES
 router = APIRouter(prefix="/api/v1", tags=["suppliers"], responses=PROBLEM_RESPONSES)
 
 PoId = Annotated[str, Path(min_length=1, max_length=32)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=120,
-        description="Makes retries safe: the same key and body are applied once.",
-    ),
-]
 REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"description": "A retry with the same key: the earlier result, unchanged"}
 }

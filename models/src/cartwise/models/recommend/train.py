@@ -64,6 +64,21 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def positives(inter: Any, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (customer, item) training positives: each pair once, or once per purchase line."""
+    if mode == "lines":
+        # Repeat purchases count again, so the items a customer keeps buying weigh more.
+        users, items = inter.user.astype(np.int64), inter.item.astype(np.int64)
+    elif mode == "pairs":
+        pairs = inter.binary().tocoo()
+        users, items = pairs.row.astype(np.int64), pairs.col.astype(np.int64)
+    else:
+        raise ValueError("positives must be 'pairs' or 'lines'")
+    if len(users) == 0:
+        raise ValueError("no training interactions")
+    return users, items
+
+
 def _validate(recommender: Recommender, data: TrainData, ks: tuple[int, ...]) -> dict[str, float]:
     if not data.valid:
         return {}
@@ -87,16 +102,7 @@ def train(
     seed = int(cfg["seed"])
     ks = tuple(int(k) for k in cfg["ks"])
     inter = data.train
-    if cfg["positives"] == "lines":
-        # Repeat purchases count again, so the items a customer keeps buying weigh more.
-        users_np, items_np = inter.user.astype(np.int64), inter.item.astype(np.int64)
-    elif cfg["positives"] == "pairs":
-        pairs = inter.binary().tocoo()
-        users_np, items_np = pairs.row.astype(np.int64), pairs.col.astype(np.int64)
-    else:
-        raise ValueError("positives must be 'pairs' or 'lines'")
-    if len(users_np) == 0:
-        raise ValueError("no training interactions")
+    users_np, items_np = positives(inter, str(cfg["positives"]))
     n_pairs, n_items = len(users_np), inter.n_items
     rng = np.random.default_rng(seed)
     previous_threads = torch.get_num_threads()
@@ -367,15 +373,7 @@ def train_two_tower(
     started = time.perf_counter()
     seed, ks = int(cfg["seed"]), tuple(int(k) for k in cfg["ks"])
     inter = data.train
-    if cfg["positives"] == "lines":
-        users_np, items_np = inter.user.astype(np.int64), inter.item.astype(np.int64)
-    elif cfg["positives"] == "pairs":
-        pairs = inter.binary().tocoo()
-        users_np, items_np = pairs.row.astype(np.int64), pairs.col.astype(np.int64)
-    else:
-        raise ValueError("positives must be 'pairs' or 'lines'")
-    if len(users_np) == 0:
-        raise ValueError("no training interactions")
+    users_np, items_np = positives(inter, str(cfg["positives"]))
     rng = np.random.default_rng(seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(int(cfg["threads"]))
