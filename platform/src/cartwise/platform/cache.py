@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cartwise.platform.settings import Settings, get_settings
 
@@ -26,6 +28,9 @@ def make_redis(settings: Settings) -> redis.Redis:
             socket_connect_timeout=0.5,
             health_check_interval=30,
             retry_on_timeout=False,
+            # redis-py retries a refused connection with back-off (about 7 s in all): with Redis
+            # down every request would wait that long before serving without the cache.
+            retry=Retry(NoBackoff(), 0),
         )
     if settings.is_production:  # guarded by Settings as well; belt and braces
         raise RuntimeError("production mode needs CARTWISE_REDIS_URL")
