@@ -27,12 +27,24 @@ Lock order (PostgreSQL, to avoid deadlocks): the cart row, the order row, the st
 SKU order, then the voucher row. On SQLite the transaction starts with ``BEGIN IMMEDIATE`` so
 it holds the single write lock from its first read, and waits (busy timeout) rather than
 failing with "database is locked" when it has to upgrade a read snapshot.
+
+Fraud (when ``app.state.risk_scorer`` is set): before the transaction, a read-only preview of
+the cart gives the total the scorer sees, and :func:`~cartwise.commerce.orders.risk.assess_safely`
+asks it (no lock is held meanwhile; a scorer that fails or is too slow yields the fallback
+rule). ``block`` writes nothing but an alert and answers 403 ``order-blocked``; ``review`` places
+the order in state ``review`` with its stock held until staff decide, raises an alert and emits
+``fraud.review_required`` in the same transaction, and starts no payment; ``allow`` carries on.
+Every decision is stored on the order. An idempotent replay is answered before any scoring.
+The preview's total can differ from the placed one only if a price changes in between; the
+order keeps the score of the preview.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -43,6 +55,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from cartwise.commerce.alerts import service as alerts
+from cartwise.commerce.alerts.models import FRAUD_BLOCKED, FRAUD_REVIEW, AlertSeverity
 from cartwise.commerce.carts import service as carts
 from cartwise.commerce.carts.models import Cart, CartStatus
 from cartwise.commerce.customers import service as customers
@@ -55,18 +69,35 @@ from cartwise.commerce.orders.models import (
     Order,
     OrderLine,
     OrderStatus,
+    RiskDecision,
 )
-from cartwise.commerce.orders.service import order_public, record_transition
+from cartwise.commerce.orders.risk import (
+    RiskAssessment,
+    RiskRequest,
+    RiskScorer,
+    assess_safely,
+    orders_last_hour,
+)
+from cartwise.commerce.orders.service import REVIEW_HOLD, order_public, record_transition
 from cartwise.commerce.outbox.models import emit
 from cartwise.commerce.vouchers import service as vouchers
 from cartwise.commerce.vouchers.models import Voucher
 from cartwise.platform.auth import Principal
-from cartwise.platform.errors import Conflict, Unprocessable
+from cartwise.platform.errors import Conflict, Forbidden, Unprocessable
 from cartwise.platform.settings import Settings
-from cartwise.platform.types import utcnow
+from cartwise.platform.types import new_uuid, utcnow
+
+log = logging.getLogger(__name__)
 
 ZERO = Decimal("0.00")
 _email = TypeAdapter(EmailStr)
+
+
+class OrderBlocked(Forbidden):
+    """The fraud check refused the order."""
+
+    slug = "order-blocked"
+    title = "Order blocked"
 
 
 class IdempotencyKeyReused(Unprocessable):
@@ -191,6 +222,8 @@ def _place_order(
     scope: str | None,
     key: str | None,
     fingerprint: str | None,
+    order_id: str | None = None,
+    assessment: RiskAssessment | None = None,
 ) -> Order:
     if cart.status != CartStatus.active:
         raise carts.CartNotActive("This cart has already been checked out or merged.")
@@ -217,7 +250,7 @@ def _place_order(
                 slug="quantity-limit",
                 sku=line.variant.sku,
             )
-    subtotal = sum((quantize(quantize(ln.variant.price) * ln.item.quantity) for ln in lines), ZERO)
+    subtotal = _subtotal(lines)
     voucher: Voucher | None = None
     discount = ZERO
     if data.voucher_code is not None:
@@ -228,7 +261,9 @@ def _place_order(
     email = _email_for(session, data, principal)
     address = _address_for(session, data, principal)
 
+    under_review = assessment is not None and assessment.decision == RiskDecision.review
     order = Order(
+        id=order_id or new_uuid(),
         user_id=principal.subject if principal is not None else None,
         cart_id=cart.id,
         email=email,
@@ -247,6 +282,14 @@ def _place_order(
         idempotency_key=key,
         request_hash=fingerprint,
     )
+    if assessment is not None:
+        order.risk_score = assessment.risk
+        order.risk_decision = assessment.decision
+        order.risk_model_version = assessment.model_version
+        order.risk_reasons = assessment.reasons
+        order.risk_fallback = assessment.fallback
+    if under_review:
+        order.status = OrderStatus.review
     session.add(order)
     session.flush()  # the idempotency constraint fires here, before any stock is touched
     for line in lines:
@@ -263,7 +306,9 @@ def _place_order(
                 line_total=quantize(unit_price * line.item.quantity),
             )
         )
-    expires_at = utcnow() + timedelta(minutes=settings.reservation_minutes)
+    # An order under review keeps its stock until staff decide (approval restarts the clock).
+    hold = REVIEW_HOLD if under_review else timedelta(minutes=settings.reservation_minutes)
+    expires_at = utcnow() + hold
     for line in sorted(lines, key=lambda ln: ln.variant.sku):
         inventory.reserve(
             session=session,
@@ -285,12 +330,76 @@ def _place_order(
         reason="checkout",
     )
     emit(session, "order", order.id, "order.created", _created_payload(order, lines))
+    if under_review:
+        assert assessment is not None
+        _hold_for_review(session, order, assessment)
     return order
+
+
+def _subtotal(lines: list[carts.CartLine]) -> Decimal:
+    return sum((quantize(quantize(ln.variant.price) * ln.item.quantity) for ln in lines), ZERO)
+
+
+def _risk_detail(assessment: RiskAssessment) -> dict[str, Any]:
+    return {
+        "risk": assessment.risk,
+        "decision": str(assessment.decision),
+        "model_version": assessment.model_version,
+        "reasons": assessment.reasons,
+        "fallback": assessment.fallback,
+        "fallback_reason": assessment.reason,
+    }
+
+
+def _hold_for_review(session: Session, order: Order, assessment: RiskAssessment) -> None:
+    """Record the move to review, raise the alert and emit the event: the order's transaction."""
+    record_transition(
+        session,
+        order,
+        OrderStatus.pending_payment,
+        OrderStatus.review,
+        actor="fraud",
+        actor_id=None,
+        reason=f"fraud review: risk {assessment.risk:.2f}",
+    )
+    alert = alerts.raise_alert(
+        session,
+        kind=FRAUD_REVIEW,
+        severity=AlertSeverity.high,
+        order_id=order.id,
+        title=f"Order {order.id} held for fraud review (risk {assessment.risk:.2f})",
+        detail={
+            **_risk_detail(assessment),
+            "customer_id": order.user_id,
+            "email": order.email,
+            "total": str(order.total),
+            "currency": order.currency,
+            "country": order.country,
+        },
+    )
+    emit(
+        session,
+        "order",
+        order.id,
+        "fraud.review_required",
+        {
+            "order_id": order.id,
+            "alert_id": alert.id,
+            "risk": assessment.risk,
+            "reasons": assessment.reasons,
+            "model_version": assessment.model_version,
+            "fallback": assessment.fallback,
+            "email": order.email,
+            "total": str(order.total),
+            "currency": order.currency,
+        },
+    )
 
 
 def _created_payload(order: Order, lines: list[carts.CartLine]) -> dict[str, Any]:
     return {
         "order_id": order.id,
+        "status": str(order.status),
         "user_id": order.user_id,
         "email": order.email,
         "currency": order.currency,
@@ -327,7 +436,113 @@ def _result(session: Session, settings: Settings, order: Order) -> CheckoutResul
         payment_provider=order.payment_provider,
         client_secret=client_secret,
         payment_intent_id=intent_id,
+        under_review=order.status == OrderStatus.review,
     )
+
+
+def _preview_request(
+    *,
+    session: Session,
+    settings: Settings,
+    data: CheckoutRequest,
+    principal: Principal | None,
+    cart: Cart,
+    order_id: str,
+) -> RiskRequest:
+    """What the scorer needs, read (not locked) from the cart as it is now."""
+    lines = carts.cart_lines(session, cart.id)
+    if not lines:
+        raise Unprocessable("The cart is empty.", slug="empty-cart")
+    subtotal = _subtotal(lines)
+    discount = ZERO
+    if data.voucher_code is not None:
+        _, discount = vouchers.validate_voucher(
+            session=session, code=data.voucher_code, subtotal=subtotal
+        )
+    totals = compute_totals(settings=settings, subtotal=subtotal, discount=discount)
+    email = _email_for(session, data, principal)
+    address = _address_for(session, data, principal)
+    customer_id = principal.subject if principal is not None else None
+    return RiskRequest(
+        order_id=order_id,
+        customer_id=customer_id,
+        email=email,
+        order_amount=totals.total,
+        currency=cart.currency,
+        shipping_country=address.country,
+        orders_last_hour=orders_last_hour(session, customer_id=customer_id, email=email),
+        request_epoch=int(time.time()),
+    )
+
+
+def _assess(
+    *,
+    session: Session,
+    settings: Settings,
+    data: CheckoutRequest,
+    principal: Principal | None,
+    cart_token: str | None,
+    scorer: RiskScorer,
+    order_id: str,
+) -> tuple[RiskRequest, RiskAssessment] | None:
+    """Score the order about to be placed; None when there is nothing to score (cart used).
+
+    Runs before the write transaction and ends its read transaction, so nothing is locked
+    while the scorer thinks and the checkout transaction starts fresh (SQLite write lock).
+    """
+    try:
+        cart = carts.get_cart_for(
+            session=session, cart_id=data.cart_id, principal=principal, token=cart_token
+        )
+        if cart.status != CartStatus.active:
+            return None  # the transaction reports it (or finds the order a retry placed)
+        request = _preview_request(
+            session=session,
+            settings=settings,
+            data=data,
+            principal=principal,
+            cart=cart,
+            order_id=order_id,
+        )
+    finally:
+        session.rollback()
+    return request, assess_safely(scorer, request, settings)
+
+
+def _record_block(
+    session: Session, data: CheckoutRequest, request: RiskRequest, assessment: RiskAssessment
+) -> None:
+    """Leave a trace of a blocked checkout for staff, in a transaction of its own."""
+    log.warning(
+        "checkout of cart %s blocked by the fraud check (risk %.3f, model %s)",
+        data.cart_id,
+        assessment.risk,
+        assessment.model_version,
+        extra={"order_id": request.order_id, "cart_id": data.cart_id},
+    )
+    try:
+        alerts.raise_alert(
+            session,
+            kind=FRAUD_BLOCKED,
+            severity=AlertSeverity.medium,
+            title=f"Checkout blocked by the fraud check (risk {assessment.risk:.2f})",
+            detail={
+                **_risk_detail(assessment),
+                "attempted_order_id": request.order_id,
+                "cart_id": data.cart_id,
+                "customer_id": request.customer_id,
+                "email": request.email,
+                "total": str(request.order_amount),
+                "currency": request.currency,
+                "country": request.shipping_country,
+                "orders_last_hour": request.orders_last_hour,
+            },
+        )
+        session.commit()
+    except Exception:
+        # The block stands even if its alert cannot be written; the log line keeps the trace.
+        session.rollback()
+        log.exception("could not record the alert of a blocked checkout")
 
 
 def checkout(
@@ -338,12 +553,44 @@ def checkout(
     principal: Principal | None,
     cart_token: str | None,
     idempotency_key: str | None = None,
+    risk_scorer: RiskScorer | None = None,
 ) -> CheckoutOutcome:
-    """Place an order from a cart in one transaction, then start its payment. Commits."""
+    """Place an order from a cart in one transaction, then start its payment. Commits.
+
+    With a ``risk_scorer`` the order is scored first (see the module docstring): 403
+    ``order-blocked`` on block, state ``review`` without payment on review.
+    """
     scope = idempotency_scope(principal, data.cart_id) if idempotency_key else None
     fingerprint = request_hash(data) if idempotency_key else ""
     replay: Order | None = None
     placed: Order | None = None
+    order_id = new_uuid()
+    assessment: RiskAssessment | None = None
+    if risk_scorer is not None:
+        if scope is not None and idempotency_key is not None:
+            replay = _find_existing(session, scope, idempotency_key)
+            session.rollback()
+        if replay is None:
+            scored = _assess(
+                session=session,
+                settings=settings,
+                data=data,
+                principal=principal,
+                cart_token=cart_token,
+                scorer=risk_scorer,
+                order_id=order_id,
+            )
+            if scored is not None:
+                risk_request, assessment = scored
+                if assessment.decision == RiskDecision.block:
+                    _record_block(session, data, risk_request, assessment)
+                    raise OrderBlocked(
+                        "This order cannot be placed. If you think this is a mistake, "
+                        "please contact customer support."
+                    )
+    if replay is not None:
+        order = _check_replay(replay, fingerprint)
+        return CheckoutOutcome(_result(session, settings, order), replayed=True)
     try:
         _begin(session)
         cart = carts.get_cart_for(
@@ -361,6 +608,8 @@ def checkout(
                 scope=scope,
                 key=idempotency_key,
                 fingerprint=fingerprint or None,
+                order_id=order_id,
+                assessment=assessment,
             )
             session.commit()
         else:

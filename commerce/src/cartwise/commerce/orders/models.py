@@ -51,6 +51,21 @@ def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
+class RiskDecision(StrEnum):
+    """What checkout does with an order, given its fraud risk."""
+
+    allow = "allow"
+    review = "review"
+    block = "block"
+
+
+class ReviewDecision(StrEnum):
+    """A member of staff's verdict on an order held for fraud review."""
+
+    approve = "approve"
+    reject = "reject"
+
+
 class Order(SQLModel, table=True):
     """A placed order with its totals frozen at checkout."""
 
@@ -59,6 +74,8 @@ class Order(SQLModel, table=True):
         UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_order_idempotency"),
         Index("ix_order_user_created", "user_id", "created_at"),
         Index("ix_order_status_created", "status", "created_at"),
+        # Guest checkouts count their recent orders by email (fraud velocity).
+        Index("ix_order_email_created", "email", "created_at"),
     )
 
     id: str = Field(default_factory=new_uuid, primary_key=True, max_length=32)
@@ -80,6 +97,12 @@ class Order(SQLModel, table=True):
     idempotency_scope: str | None = Field(default=None, max_length=80)
     idempotency_key: str | None = Field(default=None, max_length=120)
     request_hash: str | None = Field(default=None, max_length=64)
+    # The fraud check at checkout (all empty when no scorer is installed).
+    risk_score: float | None = None
+    risk_decision: RiskDecision | None = Field(default=None, sa_type=String(10))
+    risk_model_version: str | None = Field(default=None, max_length=40)
+    risk_reasons: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
+    risk_fallback: bool = False  # true when the fallback rule decided, not the model
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -148,8 +171,18 @@ class TransitionPublic(SQLModel):
     created_at: datetime
 
 
+class OrderRisk(SQLModel):
+    """The fraud check of an order, as staff see it."""
+
+    score: float | None
+    decision: RiskDecision | None
+    model_version: str | None
+    reasons: list[dict[str, Any]] = []
+    fallback: bool = False
+
+
 class OrderPublic(SQLModel):
-    """An order as the API shows it."""
+    """An order as the API shows it (``risk`` is filled for staff only, null for customers)."""
 
     id: str
     status: OrderStatus
@@ -168,15 +201,21 @@ class OrderPublic(SQLModel):
     updated_at: datetime
     lines: list[OrderLinePublic] = []
     transitions: list[TransitionPublic] = []
+    risk: OrderRisk | None = None
 
 
 class CheckoutResult(SQLModel):
-    """The new order, plus what the client needs to pay it."""
+    """The new order, plus what the client needs to pay it.
+
+    An order held for fraud review has ``under_review`` true and no payment yet: it is
+    collected once staff approve it.
+    """
 
     order: OrderPublic
     payment_provider: str
     client_secret: str | None = None
     payment_intent_id: str | None = None
+    under_review: bool = False
 
 
 class TransitionRequest(SQLModel):
@@ -184,6 +223,13 @@ class TransitionRequest(SQLModel):
 
     to_status: OrderStatus
     reason: str = Field(default="", max_length=300)
+
+
+class ReviewRequest(SQLModel):
+    """Staff decide an order held for fraud review."""
+
+    decision: ReviewDecision
+    note: str = Field(default="", max_length=300)
 
 
 class OrderPage(SQLModel):

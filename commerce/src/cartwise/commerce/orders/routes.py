@@ -5,13 +5,18 @@ answers 200 with the same order as it stands now (same id, lines and totals; ``s
 ``updated_at`` show what happened since) and the header ``Idempotent-Replayed: true``. While
 the order still awaits payment the retry also resumes the payment, so a Stripe client secret
 comes back again.
+
+When a fraud scorer is installed (``app.state.risk_scorer``), checkout answers 403
+``order-blocked`` for a blocked order, and 201 with ``under_review: true`` (status ``review``,
+no payment yet) for one held for review; staff decide it with ``POST /orders/{id}/review``.
+Only staff see an order's ``risk``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, func, select
 
@@ -35,12 +40,15 @@ from cartwise.commerce.orders.models import (
     OrderPage,
     OrderPublic,
     OrderStatus,
+    ReviewRequest,
     TransitionRequest,
 )
 from cartwise.commerce.orders.service import (
     InvalidTransition,
+    decide_review,
     get_order_for,
     order_public,
+    order_risk,
     transition,
 )
 from cartwise.platform.auth import Principal
@@ -69,6 +77,7 @@ CUSTOMER_CANCELLABLE = frozenset({OrderStatus.pending_payment, OrderStatus.revie
 )
 def checkout(
     data: CheckoutRequest,
+    request: Request,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -84,6 +93,7 @@ def checkout(
         principal=principal,
         cart_token=x_cart_token,
         idempotency_key=idempotency_key,
+        risk_scorer=getattr(request.app.state, "risk_scorer", None),
     )
     if outcome.replayed:
         response.status_code = status.HTTP_200_OK
@@ -92,7 +102,12 @@ def checkout(
 
 
 def _page(
-    session: Session, filters: list[ColumnElement[bool]], page: int, page_size: int
+    session: Session,
+    filters: list[ColumnElement[bool]],
+    page: int,
+    page_size: int,
+    *,
+    staff: bool = False,
 ) -> OrderPage:
     total = session.exec(select(func.count()).select_from(Order).where(*filters)).one()
     orders = list(
@@ -115,7 +130,10 @@ def _page(
                 OrderLinePublic.model_validate(line, from_attributes=True)
             )
     items = [
-        OrderPublic.model_validate(o.model_dump(warnings=False) | {"lines": lines_by_order[o.id]})
+        OrderPublic.model_validate(
+            o.model_dump(warnings=False)
+            | {"lines": lines_by_order[o.id], "risk": order_risk(o) if staff else None}
+        )
         for o in orders
     ]
     return OrderPage(items=items, total=total, page=page, page_size=page_size)
@@ -142,7 +160,7 @@ def list_orders(
         filters.append(col(Order.user_id) == principal.subject)
     if status_filter is not None:
         filters.append(col(Order.status) == status_filter)
-    return _page(session, filters, page, page_size)
+    return _page(session, filters, page, page_size, staff=principal.is_staff)
 
 
 def _visible_order(
@@ -168,7 +186,7 @@ def read_order(
 ) -> OrderPublic:
     """An order with its lines and history (owner, staff, or the guest holding the cart token)."""
     order = _visible_order(session, order_id, principal, x_cart_token)
-    return order_public(session, order)
+    return order_public(session, order, staff=principal is not None and principal.is_staff)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic)
@@ -196,7 +214,7 @@ def cancel_order(
         actor_id=principal.subject if principal is not None else None,
         reason=f"cancelled by {actor}",
     )
-    return order_public(session, order)
+    return order_public(session, order, staff=is_staff)
 
 
 @router.post("/orders/{order_id}/transitions", response_model=OrderPublic)
@@ -220,7 +238,7 @@ def transition_order(
             reason=data.reason or "marked paid by staff",
         )
         session.refresh(existing)
-        return order_public(session, existing)
+        return order_public(session, existing, staff=True)
     order = transition(
         session=session,
         order_id=order_id,
@@ -229,4 +247,26 @@ def transition_order(
         actor_id=staff.subject,
         reason=data.reason,
     )
-    return order_public(session, order)
+    return order_public(session, order, staff=True)
+
+
+@router.post("/orders/{order_id}/review", response_model=OrderPublic)
+def review_order(
+    order_id: OrderId,
+    data: ReviewRequest,
+    staff: StaffDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> OrderPublic:
+    """Decide an order held for fraud review (staff): approve starts payment, reject cancels
+    it and releases its stock; 409 when the order is not in review."""
+    order = decide_review(
+        session=session,
+        settings=settings,
+        order_id=order_id,
+        decision=data.decision,
+        actor=str(staff.role),
+        actor_id=staff.subject,
+        note=data.note,
+    )
+    return order_public(session, order, staff=True)
