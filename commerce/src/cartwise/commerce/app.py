@@ -61,10 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
 
     from cartwise.commerce import health
+    from cartwise.commerce.alerts.routes import router as alerts_router
     from cartwise.commerce.carts.routes import router as carts_router
     from cartwise.commerce.catalog.routes import router as catalog_router
     from cartwise.commerce.customers.routes import auth_router, users_router
+    from cartwise.commerce.events.analytics_routes import router as search_analytics_router
     from cartwise.commerce.events.routes import router as events_router
+    from cartwise.commerce.experiments.routes import router as experiments_router
     from cartwise.commerce.inventory.routes import router as inventory_router
     from cartwise.commerce.orders.routes import router as orders_router
     from cartwise.commerce.payments.routes import router as payments_router
@@ -83,6 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         vouchers_router,
         events_router,
         suppliers_router,
+        alerts_router,
+        experiments_router,
+        search_analytics_router,
     ):
         app.include_router(router)
 

@@ -2,10 +2,12 @@
 
 from sqlmodel import SQLModel
 
+from cartwise.commerce.alerts import models as _alerts
 from cartwise.commerce.carts import models as _carts
 from cartwise.commerce.catalog import models as _catalog
 from cartwise.commerce.customers import models as _customers
 from cartwise.commerce.events import models as _events
+from cartwise.commerce.experiments import models as _experiments
 from cartwise.commerce.inventory import models as _inventory
 from cartwise.commerce.orders import models as _orders
 from cartwise.commerce.outbox import models as _outbox
@@ -16,10 +18,12 @@ from cartwise.commerce.vouchers import models as _vouchers
 metadata = SQLModel.metadata
 
 __all__ = [
+    "_alerts",
     "_carts",
     "_catalog",
     "_customers",
     "_events",
+    "_experiments",
     "_inventory",
     "_orders",
     "_outbox",

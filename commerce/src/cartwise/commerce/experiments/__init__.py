@@ -1,0 +1,1 @@
+"""A/B experiments over the recommendation and search surfaces."""
