@@ -315,3 +315,17 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A generated shop in PostgreSQL with all five areas trained and promoted (see
+    ``tests/trained_shop.py``); ``CARTWISE_TEST_SHOP_DIR`` keeps it between runs."""
+    from tests import trained_shop as shops
+
+    keep = os.environ.get("CARTWISE_TEST_SHOP_DIR")
+    root = Path(keep) if keep else tmp_path_factory.mktemp("shop")
+    shop = shops.build(root, keep=bool(keep))
+    yield shop
+    if not keep:
+        shops.drop(shop)

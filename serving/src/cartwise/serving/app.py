@@ -1,4 +1,8 @@
-"""The Ray Serve application: the commerce FastAPI app as the ingress deployment.
+"""The Ray Serve application: the commerce FastAPI app as the ingress, composed with the models.
+
+The ingress (``CommerceAPI``) gets a ``DeploymentHandle`` per model deployment (Recommender,
+Search, FraudScorer, CustomerInsights, DemandPlanner; see ``cartwise.serving.deployments``) and
+calls them through ``HandleMLClient``. With ``AppArgs.ml`` false only the ingress is deployed.
 
 Deploy it with ``cartwise serve``, with ``serve run cartwise.serving.app:build_app`` or with a
 Serve config whose ``import_path`` is ``cartwise.serving.app:build_app`` (its ``args`` are an
@@ -13,17 +17,25 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ray import serve
 
-from cartwise.serving.args import DEFAULT_MAX_ONGOING_REQUESTS, AppArgs
+from cartwise.serving.args import DEFAULT_MAX_ONGOING_REQUESTS, MODEL_DEPLOYMENTS, AppArgs
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from ray.serve import Application
+    from ray.serve.handle import DeploymentHandle
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 APP_NAME = "cartwise"
 DEPLOYMENT_NAME = "CommerceAPI"
 
-__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "AppArgs", "CommerceIngress", "build_app"]
+__all__ = [
+    "APP_NAME",
+    "DEPLOYMENT_NAME",
+    "MODEL_DEPLOYMENTS",
+    "AppArgs",
+    "CommerceIngress",
+    "build_app",
+]
 
 
 class SingleRequestIdHeader:
@@ -59,16 +71,29 @@ class SingleRequestIdHeader:
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS)
 @serve.ingress()
 class CommerceIngress:
-    """The commerce API; each replica builds its own FastAPI app from the setting overrides."""
+    """The commerce API plus the ML routes; each replica builds its own FastAPI app.
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    ``handles`` maps an area (``recommend``, ...) to its model deployment's handle (Serve
+    replaces the bound deployments given to ``bind`` with handles). Without handles the ML
+    routes run the models in this process.
+    """
+
+    def __init__(
+        self,
+        settings: dict[str, Any] | None = None,
+        handles: dict[str, DeploymentHandle[Any]] | None = None,
+    ) -> None:
         self._overrides = dict(settings or {})
+        self._handles = dict(handles or {})
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the FastAPI app in the replica (Serve calls this after ``__init__``)."""
         from cartwise.serving.asgi import create_app
+        from cartwise.serving.runtime.client import HandleMLClient
 
-        app = create_app(self._overrides)
+        # Without model deployments (ml=False), create_app runs the services in this process.
+        ml = HandleMLClient(self._handles) if self._handles else None
+        app = create_app(self._overrides, ml=ml)
         # Outermost, so it sees the headers the app's own middleware added.
         app.add_middleware(SingleRequestIdHeader)
         return app
@@ -80,8 +105,13 @@ class CommerceIngress:
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
-    """The Serve application; ``args`` is validated as ``AppArgs``."""
+    """The Serve application (ingress + model deployments); ``args`` is validated as ``AppArgs``."""
     parsed = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    handles: dict[str, Application] = {}
+    if parsed.ml:
+        from cartwise.serving.deployments import bind_models
+
+        handles = bind_models(parsed)
     # The decorators turn the class into a Serve Deployment, which mypy cannot see.
     deployment = cast("Any", CommerceIngress).options(
         num_replicas=parsed.num_replicas,
@@ -89,5 +119,5 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
         max_queued_requests=parsed.max_queued_requests,
         ray_actor_options={"num_cpus": parsed.num_cpus},
     )
-    application: Application = deployment.bind(parsed.settings)
+    application: Application = deployment.bind(parsed.settings, handles)
     return application

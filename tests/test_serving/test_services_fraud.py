@@ -1,0 +1,171 @@
+"""FraudService against the trained shop: fraud_v1 online features, guests, reasons, batches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cartwise.serving.runtime.errors import ModelUnavailable
+
+pytestmark = pytest.mark.integration
+
+QUIET = {"reload_interval_s": 3600}
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run one service call to completion."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def overrides(trained_shop: Any) -> dict[str, Any]:
+    """Settings overrides reaching the shop."""
+    out: dict[str, Any] = trained_shop.overrides()
+    return out
+
+
+@pytest.fixture(scope="module")
+def service(overrides: dict[str, Any]) -> Any:
+    """One service for the module (the model loads once)."""
+    from cartwise.serving.services.fraud import FraudService
+
+    return FraudService(overrides, QUIET)
+
+
+@pytest.fixture(scope="module")
+def model(service: Any) -> Any:
+    """The champion the service loaded."""
+    return run(service.model(None))
+
+
+@pytest.fixture(scope="module")
+def regular(service: Any) -> dict[str, Any]:
+    """A customer with a fraud profile in the online store, and that profile."""
+    from cartwise.serving.runtime.features import OnlineFeatures
+
+    online = OnlineFeatures(service.settings)
+    rows = online.get(
+        "fraud_v1",
+        [
+            {
+                "customer_id": c,
+                "order_amount": 50.0,
+                "shipping_country": "GB",
+                "orders_last_hour": 0,
+                "request_epoch": int(time.time()),
+            }
+            for c in range(1, 60)
+        ],
+    )
+    found = [r for r in rows if (r.get("orders_lifetime") or 0) >= 2]
+    assert found, "the shop has repeat customers with fraud profiles"
+    return found[0]
+
+
+def order(customer_id: int | None, amount: float = 60.0, **extra: Any) -> dict[str, Any]:
+    """A scoring request as checkout sends it."""
+    return {
+        "order_id": f"o-{customer_id}-{amount}",
+        "customer_id": customer_id,
+        "order_amount": amount,
+        "shipping_country": "GB",
+        "orders_last_hour": 0,
+        "request_epoch": int(time.time()),
+        **extra,
+    }
+
+
+def test_a_customer_order_is_scored_from_their_online_profile(
+    service: Any, model: Any, regular: dict[str, Any]
+) -> None:
+    out = run(service.score(request=order(regular["customer_id"])))
+    assert out["model"] == model.info()
+    assert out["model"]["alias"] == "champion"
+    assert out["cached"] is False
+    assert 0.0 <= out["risk"] <= 1.0
+    assert 0.0 <= out["anomaly"] <= 1.0
+    assert out["decision"] in {"allow", "review", "block"}
+    # The profile came from Feast: the same numbers the online store holds.
+    assert out["features"]["orders_lifetime"] == regular["orders_lifetime"]
+    assert out["features"]["avg_order_amount"] == pytest.approx(regular["avg_order_amount"])
+    assert out["features"]["order_amount"] == 60.0
+    assert out["features"]["amount_vs_avg"] == pytest.approx(60.0 / regular["avg_order_amount"])
+    features = set(model.predictor.features)
+    assert 1 <= len(out["reasons"]) <= 3
+    for reason in out["reasons"]:
+        assert reason["feature"] in features
+        assert isinstance(reason["contribution"], float)
+        assert reason["text"].startswith(reason["feature"] + "=")
+    contributions = [r["contribution"] for r in out["reasons"]]
+    assert contributions == sorted(contributions, reverse=True)
+
+
+def test_a_guest_has_no_history_and_its_own_signals(service: Any) -> None:
+    out = run(service.score(request=order(None, 80.0, shipping_country="FR", orders_last_hour=2)))
+    f = out["features"]
+    assert f["orders_lifetime"] == 0.0
+    assert f["avg_order_amount"] == 0.0
+    assert f["amount_vs_avg"] == 1.0
+    assert f["is_new_country"] == 1.0
+    assert f["order_velocity_1h"] == 2.0
+    assert f["order_amount"] == 80.0
+
+
+def test_a_burst_of_orders_raises_the_risk(service: Any, regular: dict[str, Any]) -> None:
+    calm = run(service.score(request=order(regular["customer_id"], 60.0)))
+    burst = run(service.score(request=order(regular["customer_id"], 60.0, orders_last_hour=6)))
+    assert burst["features"]["order_velocity_1h"] == 6.0
+    assert burst["risk"] > calm["risk"]
+
+
+def test_score_many_matches_one_by_one(service: Any, regular: dict[str, Any]) -> None:
+    requests = [order(regular["customer_id"], 30.0), order(None, 900.0), order(10_000_000, 5.0)]
+    many = run(service.score_many(requests=requests))
+    assert len(many) == 3
+    for request, batched in zip(requests, many, strict=True):
+        single = run(service.score(request=request))
+        assert batched["order_id"] == request["order_id"]
+        assert batched["risk"] == pytest.approx(single["risk"])
+        assert batched["decision"] == single["decision"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"customer_id": 1}, "order_amount"),
+        ({"order_amount": -5.0}, "non-negative"),
+        ({"order_amount": float("nan")}, "finite"),
+        ({"order_amount": "12"}, "order_amount"),
+        ({"order_amount": 5.0, "customer_id": "abc"}, "customer_id"),
+        ({"order_amount": 5.0, "orders_last_hour": -1}, "orders_last_hour"),
+        ({"order_amount": 5.0, "card_number": "4242"}, "unknown request fields"),
+    ],
+)
+def test_bad_requests_are_value_errors(
+    service: Any, request_: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run(service.score(request=request_))
+
+
+def test_bad_batches_are_value_errors(service: Any) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        run(service.score_many(requests=[]))
+    with pytest.raises(ValueError, match="at most"):
+        run(service.score_many(requests=[order(None)] * 1000))
+
+
+def test_no_model_in_the_registry_is_model_unavailable(
+    overrides: dict[str, Any], tmp_path: Path
+) -> None:
+    from cartwise.serving.services.fraud import FraudService
+
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    service = FraudService({**overrides, "mlflow_tracking_uri": uri, "mlflow_registry_uri": uri})
+    with pytest.raises(ModelUnavailable):
+        run(service.score(request=order(None)))
