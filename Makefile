@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY_SRC := platform/src commerce/src features/src models/src serving/src pipelines/src
 
-.PHONY: help uv sync demo test test-fast lint fmt bench serve api clean
+.PHONY: help uv sync demo test test-fast lint fmt bench bench-serving serve api clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ fmt: sync  ## Format and autofix
 
 bench: sync  ## API load benchmark: Ray Serve against plain uvicorn (PostgreSQL + Redis)
 	$(UV) run python bench/api_load.py
+
+bench-serving: sync  ## Serving benchmark: the ML endpoints under Ray Serve against uvicorn (trained shop)
+	$(UV) run python bench/serving.py
 
 serve: sync  ## Serve the API with Ray Serve on port 8000 (no migration or sample data)
 	$(UV) run cartwise serve

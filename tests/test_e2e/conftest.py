@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -64,9 +66,30 @@ def _prepare_database(url: str, sample: Path) -> None:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
-    """Start Ray and the Serve application once; stop them and drop the database after."""
+def _copy_database(template: str, name: str) -> None:
+    """A copy of the trained shop's database (so the journey's writes stay out of it)."""
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        for attempt in range(5):
+            try:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                # A pooled connection of an in-process test still sits on the template.
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (template,),
+                )
+                time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"could not copy database {template}")
+
+
+# Package scope: the app reserves the CPUs of the session's Ray; later packages (Tune trials,
+# the serving tests' own app) need them back.
+@pytest.fixture(scope="package")
+def serve_app(tmp_path_factory: pytest.TempPathFactory, trained_shop: Any) -> Iterator[ServeApp]:
+    """Ray and the whole Serve application (ingress + five model deployments) on a copy of the
+    trained shop, plus ~150 real sample products; stopped and dropped after the session."""
     from cartwise.serving.args import AppArgs
     from cartwise.serving.launch import (
         deploy,
@@ -79,8 +102,7 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
 
     tmp = tmp_path_factory.mktemp("serve")
     name = f"cartwise_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    _copy_database(trained_shop.database, name)
     database_url = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
     cache = redis.Redis.from_url(E2E_REDIS_URL)
     cache.flushdb()
@@ -95,10 +117,11 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApp]:
         )
         port = free_port()
         settings = {
+            **trained_shop.overrides(),
             "env": "test",
             "database_url": database_url,
             "redis_url": E2E_REDIS_URL,
-            "var_dir": str(tmp / "var"),
+            "storage_local_path": str(tmp / "media"),
             "log_level": "WARNING",
         }
         deploy(AppArgs(settings=settings), host="127.0.0.1", port=port)

@@ -516,6 +516,36 @@ def _replica_overrides(settings: Settings) -> dict[str, Any]:
     return overrides
 
 
+def _serve_panel_lines(base: str, *, dashboard_url: str | None, tracking_uri: str) -> list[str]:
+    """What ``cartwise serve``/``demo`` print once the app answers: URLs and first calls."""
+    import shlex
+
+    lines = [
+        f"API            {base}/api/v1/products",
+        f"API docs       {base}/docs",
+        f"health         {base}/readyz",
+    ]
+    if dashboard_url:
+        # The Serve tab lists the deployments (CommerceAPI and the five models) and replicas.
+        lines.append(f"Ray dashboard  {dashboard_url}/#/serve")
+        lines.append("               (Ray token auth: paste the token in ~/.ray/auth_token)")
+    if tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"MLflow UI      {tracking_uri}")
+    else:
+        # The UI is a separate server; point it at the same store the models were logged to.
+        store = shlex.quote(tracking_uri)
+        lines.append(f"MLflow UI      mlflow ui --backend-store-uri {store} --port 5000")
+    lines += [
+        "",
+        "try:",
+        f"  curl -s '{base}/api/v1/recommendations?context=home&k=5&session_id=demo'",
+        f"  curl -s '{base}/api/v1/products/1/similar?k=5'",
+        f"  curl -s '{base}/api/v1/search?q=heart&per_page=5'",
+        f"  curl -s '{base}/api/v1/search/suggest?q=hea'",
+    ]
+    return lines
+
+
 def _serve(
     *,
     host: str,
@@ -543,7 +573,8 @@ def _serve(
     args: dict[str, Any] = {
         "num_replicas": replicas,
         "settings": _replica_overrides(settings),
-        # Every replica reserves one CPU; Ray gets at least as many as there are replicas.
+        # Every ingress replica reserves one CPU and the five model deployments one between
+        # them (cartwise.serving.args); Ray is told it has at least that many.
         "num_cpus": 1.0,
     }
     if max_ongoing is not None:
@@ -554,7 +585,7 @@ def _serve(
         raise KeyboardInterrupt
 
     start_ray(
-        num_cpus=max(os.cpu_count() or 1, replicas),
+        num_cpus=max(os.cpu_count() or 1, replicas + 1),
         dashboard=dashboard,
         ingress=ingress.value,
     )
@@ -566,16 +597,15 @@ def _serve(
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         base = f"http://{shown}:{port}"
         wait_http(f"{base}/healthz")
-        lines = [
-            f"API            {base}/api/v1/products",
-            f"docs           {base}/docs",
-            f"health         {base}/readyz",
-        ]
-        if dashboard:
-            lines.append(f"Ray dashboard  http://127.0.0.1:{DASHBOARD_PORT}")
-            lines.append("               (Ray token auth: paste the token in ~/.ray/auth_token)")
         from rich.panel import Panel
 
+        from cartwise.models.settings import ModelSettings
+
+        lines = _serve_panel_lines(
+            base,
+            dashboard_url=f"http://127.0.0.1:{DASHBOARD_PORT}" if dashboard else None,
+            tracking_uri=ModelSettings().tracking_uri,
+        )
         console.print(Panel.fit("\n".join(lines), title="Cartwise is up", border_style="cyan"))
         console.print("[dim]Ctrl-C to stop.[/]")
         while True:
