@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,22 +11,9 @@ from typing import Any
 import pytest
 
 from cartwise.serving.runtime.errors import ModelUnavailable
+from tests.test_serving.services_support import QUIET, run
 
 pytestmark = pytest.mark.integration
-
-QUIET = {"reload_interval_s": 3600}
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run one service call to completion."""
-    return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def overrides(trained_shop: Any) -> dict[str, Any]:
-    """Settings overrides reaching the shop."""
-    out: dict[str, Any] = trained_shop.overrides()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +22,6 @@ def service(overrides: dict[str, Any]) -> Any:
     from cartwise.serving.services.customers import CustomerService
 
     return CustomerService(overrides, QUIET)
-
-
-@pytest.fixture(scope="module")
-def model(service: Any) -> Any:
-    """The champion the service loaded."""
-    return run(service.model(None))
 
 
 @pytest.fixture(scope="module")

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from cartwise.serving.runtime.errors import ModelUnavailable
+from tests.test_serving.services_support import QUIET, run
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("CARTWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 # No background alias checks during a test: a promotion is tested explicitly below.
-QUIET = {"reload_interval_s": 3600}
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run one service call to completion."""
-    return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def overrides(trained_shop: Any) -> dict[str, Any]:
-    """Settings overrides reaching the shop, with the prediction cache on the test Redis."""
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    out: dict[str, Any] = trained_shop.overrides(redis_url=REDIS_URL)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +27,6 @@ def service(overrides: dict[str, Any]) -> Any:
     from cartwise.serving.services.recommend import RecommenderService
 
     return RecommenderService(overrides, QUIET)
-
-
-@pytest.fixture(scope="module")
-def model(service: Any) -> Any:
-    """The champion the service loaded."""
-    return run(service.model(None))
 
 
 @pytest.fixture(scope="module")
