@@ -243,9 +243,8 @@ def test_checkout_is_scored_by_the_fraud_model(serve_app: ServeApp) -> None:
             json={"cart_id": cart_id, "shipping_address": ADDRESS},
             headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
         )
-        assert r.status_code in (201, 403), r.text
-        if r.status_code == 403:
-            return
+        # An ordinary one-line order of a new account is never blocked.
+        assert r.status_code == 201, r.text
         order_id = r.json()["order"]["id"]
         admin = _admin(http, serve_app)
         order = http.get(f"/api/v1/orders/{order_id}", headers=admin).json()
@@ -294,7 +293,7 @@ def test_experiment_assigns_sticky_variants_and_reports(serve_app: ServeApp) -> 
             http.post(f"/api/v1/experiments/{experiment['id']}/stop", headers=admin)
 
 
-def test_every_area_is_deployed_and_answers(serve_app: ServeApp) -> None:
+def test_every_model_deployment_has_a_running_replica(serve_app: ServeApp) -> None:
     from ray import serve
 
     from cartwise.serving.app import APP_NAME
