@@ -68,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from cartwise.commerce.events.analytics_routes import router as search_analytics_router
     from cartwise.commerce.events.routes import router as events_router
     from cartwise.commerce.experiments.routes import router as experiments_router
+    from cartwise.commerce.exports.routes import router as exports_router
     from cartwise.commerce.inventory.routes import router as inventory_router
+    from cartwise.commerce.monitoring.routes import router as monitoring_router
     from cartwise.commerce.orders.routes import router as orders_router
     from cartwise.commerce.payments.routes import router as payments_router
     from cartwise.commerce.suppliers.routes import router as suppliers_router
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts_router,
         experiments_router,
         search_analytics_router,
+        exports_router,
+        monitoring_router,
     ):
         app.include_router(router)
 

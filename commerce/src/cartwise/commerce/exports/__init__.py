@@ -1,0 +1,1 @@
+"""Cartwise commerce: data exports (CSV and Parquet to object storage)."""

@@ -1,0 +1,1 @@
+"""Tables and schemas of this domain (filled in by the exports work)."""

@@ -1,0 +1,1 @@
+"""Cartwise commerce: model monitoring records (drift reports and retraining decisions)."""
