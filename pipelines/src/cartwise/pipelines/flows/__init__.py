@@ -9,7 +9,9 @@ FLOWS: dict[str, str] = {
     "evaluate-and-promote": "cartwise.pipelines.flows.models:evaluate_and_promote",
     "monitor-drift": "cartwise.pipelines.flows.monitoring:monitor_drift",
     "process-outbox": "cartwise.pipelines.flows.outbox:process_outbox",
-    "release-expired-reservations": "cartwise.pipelines.flows.maintenance:release_expired_reservations",
+    "release-expired-reservations": (
+        "cartwise.pipelines.flows.maintenance:release_expired_reservations"
+    ),
     "reports": "cartwise.pipelines.flows.reports:reports",
     "export": "cartwise.pipelines.flows.reports:export",
 }
