@@ -516,7 +516,13 @@ def _replica_overrides(settings: Settings) -> dict[str, Any]:
     return overrides
 
 
-def _serve_panel_lines(base: str, *, dashboard_url: str | None, tracking_uri: str) -> list[str]:
+def _serve_panel_lines(
+    base: str,
+    *,
+    dashboard_url: str | None,
+    tracking_uri: str,
+    flows_lines: list[str] | None = None,
+) -> list[str]:
     """What ``cartwise serve``/``demo`` print once the app answers: URLs and first calls."""
     import shlex
 
@@ -535,6 +541,7 @@ def _serve_panel_lines(base: str, *, dashboard_url: str | None, tracking_uri: st
         # The UI is a separate server; point it at the same store the models were logged to.
         store = shlex.quote(tracking_uri)
         lines.append(f"MLflow UI      mlflow ui --backend-store-uri {store} --port 5000")
+    lines += flows_lines or []
     lines += [
         "",
         "try:",
@@ -554,6 +561,7 @@ def _serve(
     ingress: Ingress,
     max_ongoing: int | None,
     dashboard: bool,
+    flows_lines: list[str] | None = None,
 ) -> None:
     import os
 
@@ -605,6 +613,7 @@ def _serve(
             base,
             dashboard_url=f"http://127.0.0.1:{DASHBOARD_PORT}" if dashboard else None,
             tracking_uri=ModelSettings().tracking_uri,
+            flows_lines=flows_lines,
         )
         console.print(Panel.fit("\n".join(lines), title="Cartwise is up", border_style="cyan"))
         console.print("[dim]Ctrl-C to stop.[/]")
@@ -676,9 +685,59 @@ def demo(
     ] = None,
     dashboard: DashboardOpt = True,
     train: Annotated[bool, typer.Option(help="Train and gate the models before serving.")] = True,
+    flows: Annotated[
+        bool, typer.Option(help="Run a Prefect server and the flows server beside Serve.")
+    ] = True,
+    prefect_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the Prefect server (UI and API).")
+    ] = 4200,
 ) -> None:
     """Migrate, load the catalog and a generated shop, refresh features, train, gate, serve."""
     console = _console()
+    # The Prefect server migrates its database on first start (a minute on 2 cores): start it
+    # now so it is ready by the time Serve is.
+    beside = _FlowsBeside(_settings(), port=prefect_port) if flows else None
+    if beside is not None:
+        import signal
+
+        def _stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # SIGTERM before Serve is up (Serve sets its own) still stops the children below.
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        if beside is not None:
+            beside.start_server(console)
+        _demo_steps(
+            console,
+            host=host,
+            port=port,
+            replicas=replicas,
+            ingress=ingress,
+            email=email,
+            password=password,
+            dashboard=dashboard,
+            train=train,
+            beside=beside,
+        )
+    finally:
+        if beside is not None:
+            beside.stop(console)
+
+
+def _demo_steps(
+    console: Any,
+    *,
+    host: str,
+    port: int,
+    replicas: int,
+    ingress: Ingress,
+    email: str | None,
+    password: str | None,
+    dashboard: bool,
+    train: bool,
+    beside: _FlowsBeside | None,
+) -> None:
     steps = 8
     console.rule(f"1/{steps} migrate")
     db_upgrade("head")
@@ -710,7 +769,8 @@ def demo(
         models_evaluate("all", margin=None)
     else:
         console.rule(f"6-7/{steps} training skipped (--no-train)")
-    console.rule(f"8/{steps} serve")
+    console.rule(f"8/{steps} serve" + (" + Prefect flows" if beside is not None else ""))
+    flows_lines = beside.start_flows(console) if beside is not None else None
     _serve(
         host=host,
         port=port,
@@ -718,7 +778,145 @@ def demo(
         ingress=ingress,
         max_ongoing=None,
         dashboard=dashboard,
+        flows_lines=flows_lines,
     )
+
+
+class _FlowsBeside:
+    """The demo's child processes: a Prefect server (API + UI) and ``cartwise flows serve``.
+
+    Both run in their own process group with logs under ``var/log``; :meth:`stop` ends them
+    with SIGINT (the runner pauses its schedules on the way out), then harder if they hang.
+    A server that does not come up is reported and the demo goes on serving without flows.
+    """
+
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 4200) -> None:
+        import os
+
+        self.settings = settings
+        self.var = settings.var_dir.resolve()
+        self.logs = self.var / "log"
+        self.external = os.environ.get("PREFECT_API_URL", "")
+        self.ui_url = f"http://{host}:{port}"
+        self.api_url = self.external or f"{self.ui_url}/api"
+        self.host, self.port = host, port
+        self.procs: list[tuple[str, Any]] = []
+
+    def _env(self) -> dict[str, str]:
+        import os
+
+        env = dict(os.environ)
+        env.setdefault("PREFECT_HOME", str(self.var / "prefect"))
+        # Nothing phones home from the demo.
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        env["DO_NOT_TRACK"] = "1"
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Any:
+        import subprocess
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and Prefect's CLI
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs.append((name, proc))
+        return proc
+
+    def healthy(self) -> bool:
+        """True when the Prefect API answers its health check."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:  # noqa: S310
+                return int(r.status) == 200
+        except OSError:
+            return False
+
+    def start_server(self, console: Any) -> None:
+        """Start ``prefect server start`` unless an API is configured or already answers."""
+        import shutil
+        import sys
+
+        if self.external or self.healthy():
+            return
+        prefect = Path(sys.executable).with_name("prefect")
+        binary = str(prefect) if prefect.exists() else shutil.which("prefect")
+        if binary is None:
+            console.print("[yellow]prefect CLI not found: flows will not be served[/]")
+            return
+        env = self._env()
+        env.pop("PREFECT_API_URL", None)
+        self._spawn(
+            "prefect-server",
+            [binary, "server", "start", "--host", self.host, "--port", str(self.port)],
+            env,
+        )
+        console.print(f"[dim]Prefect server starting on {self.ui_url} (log {self.logs})[/]")
+
+    def _wait_healthy(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        server = dict(self.procs).get("prefect-server")
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return True
+            if server is not None and server.poll() is not None:
+                return False
+            time.sleep(1)
+        return False
+
+    def start_flows(self, console: Any, *, paused: bool = False) -> list[str]:
+        """Start ``cartwise flows serve`` against the server; the lines the panel shows."""
+        import sys
+
+        with console.status("waiting for the Prefect server..."):
+            up = self._wait_healthy(240)
+        if not up:
+            self.stop(console)
+            console.print(
+                f"[yellow]The Prefect server did not start (see {self.logs}/prefect-server.log);"
+                " serving without the flows.[/]"
+            )
+            return [f"Prefect        not running (see {self.logs}/prefect-server.log)"]
+        env = self._env()
+        env["PREFECT_API_URL"] = self.api_url
+        argv = [sys.executable, "-m", "cartwise.pipelines.cli", "flows", "serve"]
+        self._spawn("flows-serve", [*argv, "--paused"] if paused else argv, env)
+        ui = self.ui_url if not self.external else self.api_url.removesuffix("/api")
+        if self.settings.mail_backend == "smtp":
+            mails = f"SMTP {self.settings.smtp_host}:{self.settings.smtp_port}"
+        else:
+            mails = f"{self.var / 'mail'}/*.eml (order, shipping, refund mails; fraud alerts)"
+        return [
+            f"Prefect UI     {ui}/deployments",
+            "flows          served by `cartwise flows serve`; `cartwise flows deployments`",
+            f"               lists them (log {self.logs}/flows-serve.log)",
+            f"run one now    PREFECT_API_URL={self.api_url} cartwise flows run process-outbox",
+            f"mails          {mails}",
+        ]
+
+    def stop(self, console: Any) -> None:
+        """Stop the children, flows server first; each gets SIGINT, then SIGTERM, then KILL."""
+        import os
+        import signal
+        import subprocess
+
+        for name, proc in reversed(self.procs):
+            if proc.poll() is not None:
+                continue
+            console.print(f"[dim]stopping {name}...[/]")
+            for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.procs.clear()
 
 
 # The demo's generated shop: big enough for every area to learn something, small enough that
@@ -894,6 +1092,130 @@ def flows_run(
                 console.print(_counts_table(step, value))
             else:
                 console.print(f"{step}: {value}")
+
+
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="Only these flows or flow/deployment names, e.g. process-outbox."),
+]
+
+
+def _deployment_specs(only: list[str] | None) -> list[Any]:
+    from cartwise.pipelines.deployments import select
+
+    try:
+        return select(only)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only") from exc
+
+
+@flows_app.command("deployments")
+def flows_deployments(only: OnlyOpt = None) -> None:
+    """List the deployments ``cartwise flows serve`` registers, with their schedules."""
+    import json
+
+    from rich.table import Table
+
+    table = Table(title="Prefect deployments (cartwise flows serve)")
+    for column in ("deployment", "schedule", "parameters", "what"):
+        table.add_column(column)
+    for spec in _deployment_specs(only):
+        params = json.dumps(spec.parameters) if spec.parameters else ""
+        table.add_row(spec.full_name, spec.schedule_text, params, spec.description)
+    _console().print(table)
+
+
+@flows_app.command("outbox")
+def flows_outbox(
+    requeue: Annotated[
+        int | None, typer.Option(min=1, help="Give this event's dead deliveries a new start.")
+    ] = None,
+) -> None:
+    """What process-outbox has left: pending events, failing and dead (given-up) deliveries."""
+    from rich.table import Table
+    from sqlmodel import Session, col, func, select
+
+    from cartwise.commerce.outbox import delivery
+    from cartwise.commerce.outbox.models import DeliveryStatus, OutboxDelivery, OutboxEvent
+    from cartwise.platform.db import get_engine
+
+    console = _console()
+    with Session(get_engine(_settings()), expire_on_commit=False) as session:
+        if requeue is not None:
+            revived = delivery.requeue(session=session, event_id=requeue)
+            console.print(f"event {requeue}: {revived} dead deliver(ies) queued again")
+        pending = session.exec(
+            select(func.count()).where(col(OutboxEvent.processed_at).is_(None))
+        ).one()
+        failing = session.exec(
+            select(OutboxDelivery).where(OutboxDelivery.status == DeliveryStatus.failed)
+        ).all()
+        dead = delivery.dead_letters(session=session)
+    console.print(f"pending events: {pending}")
+    table = Table(title="deliveries not sent (failed: retried later; dead: gave up)")
+    for column in ("event", "channel", "status", "attempts", "next try", "last error"):
+        table.add_column(column)
+    for row in [*failing, *dead]:
+        table.add_row(
+            str(row.event_id),
+            row.channel,
+            str(row.status),
+            str(row.attempts),
+            f"{row.next_attempt_at:%Y-%m-%d %H:%M:%S}" if row.next_attempt_at else "-",
+            (row.last_error or "")[:80],
+        )
+    console.print(table)
+
+
+@flows_app.command("serve")
+def flows_serve(
+    only: OnlyOpt = None,
+    paused: Annotated[
+        bool, typer.Option("--paused", help="Register with schedules paused (runs on demand).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Most flow runs at once.")] = None,
+) -> None:
+    """Serve every flow as a deployment with its schedule (prefect.serve; blocks until Ctrl-C)."""
+    import os
+    import signal
+
+    from cartwise.pipelines.deployments import build
+
+    # A parent started in the background may have left SIGINT ignored; the demo stops this
+    # process with SIGINT, so make sure it means KeyboardInterrupt here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    console = _console()
+    specs = _deployment_specs(only)
+    _prefect_home()
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(
+            "[yellow]PREFECT_API_URL is not set:[/] serving against a temporary local API that "
+            "no UI shows. Start one with `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (`cartwise demo` does both)."
+        )
+    with console.status(f"loading {len(specs)} deployment(s)..."):
+        built, skipped = build(specs, paused=paused)
+    for name, why in skipped.items():
+        console.print(f"[yellow]not served[/] {name}: {why}")
+    if not built:
+        console.print("[red]no deployment could be built[/]")
+        raise typer.Exit(1)
+    console.print(
+        f"serving {len(built)} deployment(s){' (schedules paused)' if paused else ''}; "
+        "Ctrl-C to stop"
+    )
+
+    from prefect import serve as prefect_serve
+
+    # The runner handles Ctrl-C and SIGTERM itself: it stops polling and, unless told
+    # otherwise, pauses the schedules so runs do not pile up while nobody serves them.
+    try:
+        prefect_serve(*built, limit=limit, print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("flows server stopped")
 
 
 # --------------------------------------------------------------------------- models
