@@ -87,7 +87,8 @@ def test_security_headers(client: TestClient) -> None:
 def test_hsts_in_production_mode(make_settings: Callable[..., Any], db_url: str) -> None:
     from cartwise.commerce import create_app
 
-    settings = make_settings(database_url=db_url)
+    # An app serving /metrics in production needs its scrape token.
+    settings = make_settings(database_url=db_url, metrics_token="m" * 32)
     prod = settings.model_copy(update={"env": "production"})
     app = create_app(prod)
     r = TestClient(app).get("/healthz")

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from cartwise.commerce.catalog.routes import router as catalog_router
     from cartwise.commerce.customers.routes import auth_router, users_router
     from cartwise.commerce.events.analytics_routes import router as search_analytics_router
+    from cartwise.commerce.events.business_routes import router as business_analytics_router
     from cartwise.commerce.events.routes import router as events_router
     from cartwise.commerce.experiments.routes import router as experiments_router
     from cartwise.commerce.exports.routes import router as exports_router
@@ -91,10 +92,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts_router,
         experiments_router,
         search_analytics_router,
+        business_analytics_router,
         exports_router,
         monitoring_router,
     ):
         app.include_router(router)
+    from cartwise.commerce.metrics import install_metrics
+
+    # GET /metrics (Prometheus); refuses to start in production without CARTWISE_METRICS_TOKEN.
+    install_metrics(app, settings)
 
     if isinstance(app.state.storage, LocalStorage):
         root = app.state.storage.root

@@ -1,4 +1,4 @@
-"""One pure-ASGI middleware: request ids, access logs, security headers and a body-size limit.
+"""One pure-ASGI middleware: request ids, access logs, metrics, security headers, a body limit.
 
 It is a single layer on purpose: every extra middleware costs latency on each request under
 Ray Serve, where the ingress is the hot path.
@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cartwise.platform.errors import PROBLEM_BASE, PROBLEM_JSON
 from cartwise.platform.logging import request_id_var
+from cartwise.platform.metrics import HTTP_IN_FLIGHT, observe_request, route_template
 
 log = logging.getLogger("cartwise.access")
 
@@ -104,6 +105,7 @@ class CartwiseMiddleware:
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
+        HTTP_IN_FLIGHT.inc()
         try:
             if declared_length is not None and declared_length > limit:
                 await self._too_large(send_wrapper, limit, path)
@@ -118,7 +120,14 @@ class CartwiseMiddleware:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            elapsed_ms = (time.perf_counter() - start) * 1000
+            elapsed = time.perf_counter() - start
+            elapsed_ms = elapsed * 1000
+            HTTP_IN_FLIGHT.dec()
+            # The router wrote the matched route into the scope: label by its template, never
+            # by the raw path, so the series stay bounded.
+            observe_request(
+                scope.get("method", ""), route_template(scope), status_holder[0] or 500, elapsed
+            )
             if path not in ("/healthz",):
                 log.info(
                     "request",

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-insecure-jwt-secret-change-me-0123456789"  # noqa: S105
 DEV_WEBHOOK_SECRET = "whsec_dev_insecure_change_me"  # noqa: S105
+DEV_ALERT_WEBHOOK_SECRET = "alert-dev-insecure-change-me"  # noqa: S105
 
 
 class Environment(StrEnum):
@@ -74,9 +75,40 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     stripe_api_base: str | None = None
 
+    # Outbox mails and alerts: "file" writes .eml files under var/mail (embedded default).
+    mail_backend: Literal["file", "smtp"] = "file"
+    mail_from: str = "Cartwise <shop@cartwise.example>"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_security: Literal["none", "starttls", "ssl"] = "none"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 10.0
+    staff_alert_email: str = "staff@cartwise.example"
+    alert_webhook_url: str = ""
+    alert_webhook_secret: SecretStr = SecretStr(DEV_ALERT_WEBHOOK_SECRET)
+    webhook_timeout_seconds: float = 5.0
+    outbox_batch_size: int = 100
+    outbox_max_attempts: int = 8
+    outbox_retry_base_seconds: float = 30.0
+
+    # Export jobs: "thread" runs them in the API process; "prefect" starts the export
+    # deployment on the Prefect server at prefect_api_url (e.g. http://prefect:4200/api).
+    exports_runner: Literal["thread", "prefect"] = "thread"
+    prefect_api_url: str = ""
+    export_deployment: str = "export/on-demand"
+
     admin_email: str = "admin@cartwise.example"
     log_level: str = "INFO"
     log_json: bool = True
+
+    # /metrics: with a token, scrapes need `Authorization: Bearer <token>`; an app serving
+    # /metrics refuses to start in production without one (see the commerce metrics module).
+    metrics_token: SecretStr | None = None
+    # Scrape-time SQL (orders, revenue, carts, drift) is re-read at most this often.
+    metrics_cache_seconds: float = 15.0
+    # A cart with lines and no change for this long counts as abandoned.
+    cart_abandon_hours: float = 24.0
 
     @property
     def is_production(self) -> bool:
@@ -112,6 +144,12 @@ class Settings(BaseSettings):
                 problems.append("CARTWISE_STRIPE_WEBHOOK_SECRET must be set")
             if self.stripe_api_key is None:
                 problems.append("CARTWISE_STRIPE_API_KEY must be set")
+        if self.alert_webhook_url:
+            hook_secret = self.alert_webhook_secret.get_secret_value()
+            if hook_secret == DEV_ALERT_WEBHOOK_SECRET or len(hook_secret) < 32:
+                problems.append(
+                    "CARTWISE_ALERT_WEBHOOK_SECRET must be set to a random value of 32+ characters"
+                )
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self

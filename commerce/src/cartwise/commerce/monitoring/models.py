@@ -1,7 +1,7 @@
 """Drift reports and retraining decisions, written by the monitoring flow and read by staff.
 
 The commerce member only stores and lists these records; computing them (Evidently, MLflow,
-retraining) happens in ``cartwise.models`` and ``cartwise.pipelines``.
+retraining) happens in the models and pipelines members.
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ from cartwise.commerce.vouchers import service as vouchers
 from cartwise.commerce.vouchers.models import Voucher
 from cartwise.platform.auth import Principal
 from cartwise.platform.errors import Conflict, Forbidden, Unprocessable
+from cartwise.platform.metrics import CHECKOUT_FAILURES, counts_failures
 from cartwise.platform.settings import Settings
 from cartwise.platform.types import new_uuid, utcnow
 
@@ -545,6 +546,8 @@ def _record_block(
         log.exception("could not record the alert of a blocked checkout")
 
 
+# Failures leave no row behind, so they are counted per process (by problem type) for /metrics.
+@counts_failures(CHECKOUT_FAILURES)
 def checkout(
     *,
     session: Session,

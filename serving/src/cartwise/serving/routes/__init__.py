@@ -36,6 +36,10 @@ def install(app: FastAPI, ml: MLCaller) -> IngressState:
     app.state.ml = ml
     app.state.ml_ingress = state
     app.state.ml_fallbacks = state.fallbacks
+    from cartwise.serving.metrics import install_ingress_metrics
+    from cartwise.serving.routes.common import AREAS
+
+    install_ingress_metrics(app, state, AREAS)
     before = len(app.router.routes)
     for router in (recommend_router, search_router, staff_router):
         app.include_router(router)

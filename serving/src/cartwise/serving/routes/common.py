@@ -25,6 +25,7 @@ from sqlmodel import Session
 from cartwise.platform.errors import NotFound, Problem, Unprocessable
 from cartwise.platform.logging import request_id_var
 from cartwise.serving.fallback import Bm25Fallback, FallbackCounter, Popularity
+from cartwise.serving.metrics import observe_ml_call
 from cartwise.serving.routes.catalog import CatalogView, ProductCard
 from cartwise.serving.runtime.errors import Deadline, ModelUnavailable
 
@@ -209,6 +210,16 @@ async def call_ml(
     state: IngressState, area: str, method: str, *, timeout_s: float, **kwargs: Any
 ) -> MLOutcome:
     """Call a model service within its deadline; never raises (the reason says what failed)."""
+    started = time.perf_counter()
+    outcome = await _guarded_call(state, area, method, timeout_s=timeout_s, **kwargs)
+    # Predictions per model version, latency and cache hits, for /metrics (this replica).
+    observe_ml_call(area, method, outcome.result, outcome.reason, time.perf_counter() - started)
+    return outcome
+
+
+async def _guarded_call(
+    state: IngressState, area: str, method: str, *, timeout_s: float, **kwargs: Any
+) -> MLOutcome:
     try:
         result = await asyncio.wait_for(
             state.ml.call(area, method, timeout_s=timeout_s, **kwargs),
