@@ -157,6 +157,10 @@ def register_challenger(
         tags={"seed": str(seed), "data_version": data_version, "budget": budget, **(tags or {})},
         settings=settings,
     )
+    details = dict(info or {})
+    details["monitoring"] = _keep_reference(
+        area, predictor, source, version, data_window=data_window, settings=settings
+    )
     return Trained(
         area=area,
         model_name=area_spec.model_name,
@@ -165,8 +169,45 @@ def register_challenger(
         metrics=dict(metrics),
         data_version=data_version,
         seconds=time.perf_counter() - started,
-        info=dict(info or {}),
+        info=details,
     )
+
+
+def _keep_reference(
+    area: str,
+    predictor: Any,
+    source: Source,
+    version: Any,
+    *,
+    data_window: str,
+    settings: ModelSettings | None,
+) -> dict[str, Any]:
+    """Log the new version's reference sample and permutation importance (drift monitoring)."""
+    import logging
+
+    from cartwise.models import monitoring
+    from cartwise.models.monitoring.areas import ADAPTERS
+
+    if area not in ADAPTERS:
+        return {"reference": None, "reason": f"no drift monitoring for {area}"}
+    try:
+        return monitoring.capture(
+            area,
+            predictor,
+            source,
+            model_name=str(version.name),
+            version=int(version.version),
+            run_id=str(version.run_id),
+            data_window=data_window,
+            settings=settings,
+        )
+    except Exception as exc:
+        # The version is registered by now; losing it over its reference sample would waste
+        # the whole tuning run. The drift check reports the missing reference instead.
+        logging.getLogger(__name__).warning(
+            "%s v%s: no reference sample kept: %s", area, version.version, exc, exc_info=True
+        )
+        return {"reference": None, "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def spec(area: str) -> AreaSpec:
