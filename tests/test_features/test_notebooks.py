@@ -79,4 +79,9 @@ def test_notebook_runs(path: Path) -> None:
         assert "checks passed:" in printed, printed[-2000:]
         # forecast bands, the decomposition, segment sizes, churn calibration
         assert _images(nb) == 4
+    elif path.stem == "04_monitoring":
+        assert "checks passed:" in printed, printed[-2000:]
+        reports = int(printed.split("checks passed: ", 1)[1].split(" reports", 1)[0])
+        assert reports >= 3  # one per window end of the generated history
+        assert _images(nb) == 1  # drift share over time beside feature importance
     print(f"{path.name}: {elapsed:.1f} s")

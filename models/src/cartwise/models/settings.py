@@ -13,10 +13,21 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cartwise.platform.db import normalize_url
 from cartwise.platform.settings import Settings
+
+# Quality metrics where lower is better: their bound is a ceiling, not a floor.
+CEILING_METRICS: frozenset[str] = frozenset({"wape", "mae", "rmse"})
+# Conservative bounds: a model this bad is worth retraining whatever the drift says.
+DEFAULT_QUALITY_FLOORS: dict[str, dict[str, float]] = {
+    "recommend": {"ndcg_at_10": 0.02, "hit_rate_at_10": 0.05},
+    "search": {"mrr_at_10": 0.05},
+    "customers": {"churn_pr_auc": 0.05},
+    "fraud": {"precision": 0.2, "recall": 0.2},
+    "demand": {"wape": 1.5},
+}
 
 
 class ModelSettings(Settings):
@@ -41,6 +52,39 @@ class ModelSettings(Settings):
     ray_storage_path: str | None = None
     # Stamped on every model version; the git sha of the checkout when unset.
     code_version: str | None = None
+
+    # Drift monitoring (``monitor_drift``). A share of drifted features above the area's
+    # threshold is a breach; JSON from the environment, e.g.
+    # CARTWISE_MONITOR_DRIFT_THRESHOLDS='{"fraud": 0.3}' (areas left out keep the default).
+    monitor_drift_thresholds: dict[str, float] = Field(default_factory=dict)
+    monitor_default_drift_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    # area -> {metric: bound}: a floor, or a ceiling for the error metrics in CEILING_METRICS
+    # (WAPE). Measured only where labels have arrived; merged over DEFAULT_QUALITY_FLOORS.
+    monitor_quality_floors: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Fewer current rows than this is "not enough data": no verdict, no retraining.
+    monitor_min_rows: int = Field(default=200, ge=1)
+    monitor_window_days: int = Field(default=14, ge=1, le=365)
+    # After a retraining, a further breach of the same area waits this long (no retrain storms).
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0.0)
+
+    @field_validator("monitor_drift_thresholds")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 < float(v) <= 1.0}
+        if bad:
+            raise ValueError(f"drift-share thresholds must be in (0, 1]: {bad}")
+        return value
+
+    def drift_threshold(self, area: str) -> float:
+        """The area's drift-share threshold (its own, else the default)."""
+        return float(self.monitor_drift_thresholds.get(area, self.monitor_default_drift_threshold))
+
+    def quality_floors(self, area: str) -> dict[str, float]:
+        """The area's quality bounds: the defaults overridden metric by metric."""
+        return {
+            **DEFAULT_QUALITY_FLOORS.get(area, {}),
+            **{k: float(v) for k, v in self.monitor_quality_floors.get(area, {}).items()},
+        }
 
     @property
     def tracking_uri(self) -> str:
