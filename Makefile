@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY_SRC := platform/src commerce/src features/src models/src serving/src pipelines/src
 
-.PHONY: help uv sync demo test test-fast lint fmt bench bench-serving serve api clean
+.PHONY: help uv sync demo test test-fast lint fmt bench bench-serving bench-analytics serve api clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: sync  ## API load benchmark: Ray Serve against plain uvicorn (PostgreSQL 
 
 bench-serving: sync  ## Serving benchmark: the ML endpoints under Ray Serve against uvicorn (trained shop)
 	$(UV) run python bench/serving.py
+
+bench-analytics: sync  ## Staff analytics SQL on the full Online Retail import (PostgreSQL) against pandas
+	$(UV) run python bench/analytics.py
 
 serve: sync  ## Serve the API with Ray Serve on port 8000 (no migration or sample data)
 	$(UV) run cartwise serve
