@@ -46,6 +46,10 @@ INGRESS_ENV: dict[str, dict[str, str]] = {
 # Common to both: Serve keeps user code on the replica's main loop (one thread hop fewer).
 COMMON_ENV: dict[str, str] = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    # On 2 busy cores a proxy can miss Serve's 5 s readiness check three times while workers
+    # start, and Serve then kills it and fails the deploy; give it more time instead.
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
 }
 
 

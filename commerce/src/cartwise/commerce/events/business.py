@@ -80,6 +80,9 @@ def _dialect(session: Session) -> str:
         # (~0.1 s) these short scans never win back.
         session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
+        # A staff report must never hold a core for hours if a plan goes wrong; the client
+        # gets an error instead (an early version of these queries once ran for 2.5 h).
+        session.execute(text("SET LOCAL statement_timeout = '60s'"))
     return dialect
 
 
