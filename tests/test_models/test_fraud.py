@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from cartwise.models.fraud import data as fraud_data
-from cartwise.models.fraud.calibrate import threshold_for_precision, threshold_for_top_share
+from cartwise.models.fraud.calibrate import threshold_for_precision
 from cartwise.models.fraud.metrics import brier, pr_auc, recall_at_fpr
 from cartwise.models.fraud.predict import FraudScorer
 from cartwise.models.fraud.train import train, trainset
@@ -113,15 +113,6 @@ def test_threshold_for_precision_is_the_lowest_cut_reaching_the_target() -> None
     assert math.isinf(threshold_for_precision(y, risk, 1.0, min_flagged=4))
 
 
-def test_top_share_threshold_flags_the_riskiest_rows() -> None:
-    risk = np.linspace(1.0, 0.01, 100)
-    assert (risk >= threshold_for_top_share(risk, 0.05)).sum() == 5
-    # never fewer than min_flagged, never more than every row
-    assert (risk >= threshold_for_top_share(risk, 0.001, min_flagged=3)).sum() == 3
-    assert threshold_for_top_share(risk[:2], 0.5, min_flagged=3) == pytest.approx(risk[1])
-    assert math.isinf(threshold_for_top_share(np.array([]), 0.1))
-
-
 # ---------------------------------------------------------------------- training rows
 
 
@@ -208,32 +199,6 @@ def test_thresholds_honour_the_target_precision_on_validation(
     decisions = scorer.decide(np.array([0.0, thresholds["review"], thresholds["block"]]))
     assert decisions[0] == "allow"
     assert decisions[1] in {"review", "block"}
-
-
-def test_unreachable_precision_reviews_the_riskiest_orders_and_blocks_none(
-    parts: list[fraud_data.Dataset],
-) -> None:
-    """A validation window too thin for the precision targets must not mean "allow everything"."""
-    train_part, valid_part, _ = parts
-    data = trainset(
-        train_part.x,
-        train_part.y,
-        valid_part.x,
-        valid_part.y,
-        fraud_data.FEATURES,
-        fraud_data.LOG_FEATURES,
-        fraud_data.NON_NEGATIVE,
-    )
-    # Precision 1.0 over more rows than there are frauds cannot be reached.
-    at_least = int(valid_part.y.sum()) + 1
-    config = {**CONFIG, "review_precision": 1.0, "block_precision": 1.0, "min_flagged": at_least}
-    scorer, metrics = train(config, data)
-    assert metrics["review_top_share_fallback"] == 1.0
-    assert math.isinf(scorer.thresholds["block"])
-    assert math.isfinite(scorer.thresholds["review"])
-    reviewed = scorer.risk(valid_part.x) >= scorer.thresholds["review"]
-    assert at_least <= reviewed.sum() < len(valid_part.y)
-    assert set(scorer.decide(scorer.risk(valid_part.x))) == {"allow", "review"}
 
 
 def test_reasons_name_the_planted_feature(

@@ -68,24 +68,4 @@ def threshold_for_precision(
     return float(rs[np.flatnonzero(ok).max()])
 
 
-def threshold_for_top_share(risk: np.ndarray, share: float, *, min_flagged: int = 3) -> float:
-    """The risk that flags the top ``share`` of rows (at least ``min_flagged``); ``inf`` if empty.
-
-    The review fallback when no threshold reaches the review precision (a small shop's
-    validation window holds too few frauds): sending the riskiest few orders to a person is
-    safer than letting every order through unseen.
-    """
-    risk = np.asarray(risk, dtype=np.float64)
-    if len(risk) == 0:
-        return math.inf
-    k = min(len(risk), max(min_flagged, math.ceil(share * len(risk))))
-    return float(np.sort(risk)[::-1][k - 1])
-
-
-__all__ = [
-    "fit_logistic",
-    "sigmoid",
-    "stack_inputs",
-    "threshold_for_precision",
-    "threshold_for_top_share",
-]
+__all__ = ["fit_logistic", "sigmoid", "stack_inputs", "threshold_for_precision"]

@@ -23,7 +23,6 @@ from cartwise.models.fraud.calibrate import (
     sigmoid,
     stack_inputs,
     threshold_for_precision,
-    threshold_for_top_share,
 )
 from cartwise.models.fraud.metrics import brier, pr_auc
 from cartwise.models.fraud.model import AutoEncoder, Classifier, export
@@ -48,8 +47,6 @@ DEFAULTS: dict[str, Any] = {
     "review_precision": 0.5,
     "block_precision": 0.9,
     "min_flagged": 3,
-    # Reviewed when no threshold reaches review_precision on validation (never blocked then).
-    "review_top_share": 0.02,
     "seed": 0,
     "threads": 1,
 }
@@ -153,11 +150,6 @@ def build_scorer(
     review = threshold_for_precision(
         y, risk, float(cfg["review_precision"]), min_flagged=int(cfg["min_flagged"])
     )
-    if math.isinf(review) and math.isinf(block):
-        review = threshold_for_top_share(
-            risk, float(cfg["review_top_share"]), min_flagged=int(cfg["min_flagged"])
-        )
-        metrics["review_top_share_fallback"] = 1.0
     probe.thresholds = {"review": min(review, block), "block": block}
     metrics["val_brier"] = brier(y, risk)
     metrics["val_brier_uncalibrated"] = brier(y, sigmoid(logit))
