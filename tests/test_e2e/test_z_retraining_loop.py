@@ -1,5 +1,8 @@
 """The closed loop, without a person: a fraud pattern changes → drift → retrain → promote → serve.
 
+Named ``test_z_...`` so it runs last in this package: it changes the shared Serve app's fraud
+champion, and the other e2e tests expect the shop's own (an ordinary order must not go to review).
+
 On the shared Serve application (``serve_app``: a copy of the trained shop's database, its MLflow
 registry and the five deployments), the test
 
