@@ -123,6 +123,7 @@ def build(root: Path, *, keep: bool = False) -> TrainedShop:
         return shop
     database = f"cw_shop_{uuid.uuid4().hex[:10]}"
     _admin(f'CREATE DATABASE "{database}"')
+    _admin(f'ALTER DATABASE "{database}" SET synchronous_commit = off')  # a test database
     shop = TrainedShop(root, database, _env(root, database))
     env = {**os.environ, **shop.env}
     env.pop("CARTWISE_TUNE_MAX_CONCURRENT", None)

@@ -72,6 +72,7 @@ def _copy_database(template: str, name: str) -> None:
         for attempt in range(5):
             try:
                 conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
                 return
             except psycopg.errors.ObjectInUse:
                 # A pooled connection of an in-process test still sits on the template.

@@ -15,6 +15,27 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 pytestmark = pytest.mark.slow
 
+# The notebooks' own parameters size a shop for a person exploring it; the tests run them on
+# the smallest shop that still exercises every cell (papermill's way: a cell injected after
+# the one tagged "parameters").
+TEST_PARAMETERS: dict[str, dict[str, object]] = {
+    "02_recommender": {"CUSTOMERS": 300, "DAYS": 90, "PRODUCTS": 80, "TUNE_SAMPLES": 1},
+    "03_demand_and_customers": {"CUSTOMERS": 400, "DAYS": 120, "PRODUCTS": 80},
+}
+
+
+def _inject_parameters(nb: nbformat.NotebookNode, values: dict[str, object]) -> None:
+    """Insert ``NAME = value`` assignments right after the cell tagged "parameters"."""
+    if not values:
+        return
+    at = next(
+        i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", [])
+    )
+    source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(at + 1, cell)
+
 
 def _stream_text(nb: nbformat.NotebookNode) -> str:
     """Everything the cells printed, in order."""
@@ -52,6 +73,7 @@ def test_notebooks_are_committed_clean() -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
+    _inject_parameters(nb, TEST_PARAMETERS.get(path.stem, {}))
     # A last cell of our own reports which interpreter the kernel really ran.
     nb.cells.append(nbformat.v4.new_code_cell('import sys\nprint("KERNEL_PREFIX=" + sys.prefix)'))
     client = NotebookClient(
