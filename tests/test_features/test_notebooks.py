@@ -28,9 +28,7 @@ def _inject_parameters(nb: nbformat.NotebookNode, values: dict[str, object]) -> 
     """Insert ``NAME = value`` assignments right after the cell tagged "parameters"."""
     if not values:
         return
-    at = next(
-        i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", [])
-    )
+    at = next(i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", []))
     source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["injected-parameters"]

@@ -199,6 +199,7 @@ def test_export_is_incremental_and_idempotent(
         "payments": 0,
         "stock_movements": 0,
         "purchase_orders": 0,
+        "order_outcomes": 0,
     }
     day1 = pd.read_parquet(settings.exports_dir / "orders" / "date=2026-03-01")
     assert day1.loc[0, "status"] == "refunded"

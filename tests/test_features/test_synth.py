@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,63 @@ def test_fraud_patterns_are_labelled(out: Path, facts: dict[str, pd.DataFrame]) 
     assert (ring["country"].nunique() == 1).all()
 
 
+def test_chargebacks_are_the_observed_fraud_outcomes(
+    out: Path, facts: dict[str, pd.DataFrame]
+) -> None:
+    outcomes = facts["order_outcomes"]
+    labels = read_truth(out, "order_labels").set_index("order_id")
+    orders = facts["orders"].set_index("order_id")
+    assert len(outcomes) > 0
+    assert outcomes["order_id"].is_unique
+    assert (outcomes["source"] == "chargeback").all()
+    assert outcomes["decided_by"].isna().all()
+    # Only orders that were paid can be disputed; the label follows the reason.
+    paid = set(facts["payments"].loc[facts["payments"]["status"] != "failed", "order_id"])
+    assert set(outcomes["order_id"]) <= paid
+    assert (outcomes["is_fraud"] == (outcomes["reason"] == "fraudulent")).all()
+    # A fraudulent chargeback is a true fraud; the truth is untouched (it still has every order).
+    truth = labels["is_fraud"].reindex(outcomes["order_id"]).to_numpy(dtype=bool)
+    assert (outcomes["is_fraud"].to_numpy(dtype=bool) == truth).all()
+    assert len(labels) == len(orders)
+    # 3 to 25 days after the order, and known by the end of the period.
+    created = orders["created_at"].reindex(outcomes["order_id"]).to_numpy()
+    assert (outcomes["order_created_at"].to_numpy() == created).all()
+    delay = outcomes["decided_at"] - outcomes["order_created_at"]
+    assert delay.between(pd.Timedelta(days=3), pd.Timedelta(days=25)).all()
+    end = pd.Timestamp(CONFIG.start, tz="UTC") + pd.Timedelta(days=CONFIG.days)
+    assert (outcomes["decided_at"] < end).all()
+    assert (outcomes["user_id"].to_numpy() == orders["user_id"].reindex(outcomes["order_id"])).all()
+
+
+def test_chargeback_shares_follow_the_config() -> None:
+    config = SynthConfig(customers=2000, days=120, seed=3, start=date(2026, 1, 1), products=300)
+    run = generate(config)
+    orders, cb = run.shop.orders, run.shop.chargebacks
+    # Orders old enough that any dispute of theirs has been raised by the end.
+    settled = orders[
+        (orders["paid_us"] >= 0) & (orders["created_us"] < run.world.end_us - 25 * 86_400_000_000)
+    ]
+    fraud, honest = settled[settled["is_fraud"]], settled[~settled["is_fraud"]]
+    assert len(fraud) >= 20
+    assert 0.45 <= fraud["order_id"].isin(cb["order_id"]).mean() <= 0.9  # default 0.7
+    assert 0.001 <= honest["order_id"].isin(cb["order_id"]).mean() <= 0.015  # default 0.005
+    assert set(cb.loc[~cb["is_fraud"], "reason"]) <= {
+        "product_not_received",
+        "product_unacceptable",
+        "credit_not_processed",
+        "duplicate",
+    }
+    assert set(cb.loc[cb["is_fraud"], "status"]) <= {"open", "lost"}
+    # Configurable: no fraud chargebacks at rate 0, and the same seed gives the same disputes.
+    none = generate(replace(config, chargeback_rate=0.0, dispute_rate=0.0))
+    assert len(none.shop.chargebacks) == 0
+    assert none.shop.orders["order_id"].tolist() == orders["order_id"].tolist()
+    again = generate(config)
+    pd.testing.assert_frame_equal(again.shop.chargebacks, cb)
+    with pytest.raises(ValueError, match="chargeback_rate"):
+        SynthConfig(chargeback_rate=1.5)
+
+
 def test_stock_ledger_never_goes_negative(out: Path, facts: dict[str, pd.DataFrame]) -> None:
     moves = facts["stock_movements"].sort_values("id")
     assert (moves["on_hand_after"] >= 0).all()
@@ -445,6 +503,18 @@ def test_database_path_keeps_invariants_and_is_idempotent(
     }
     assert {n: _scalar(s, sql) for n, sql in supplies.items()} == dict.fromkeys(supplies, 0)
     assert first.written["purchase_orders"] == counts["purchase_orders"] > 0
+    # Chargebacks: real rows, each on the payment that collected its order.
+    assert first.written["chargebacks"] == counts["chargebacks"] > 0
+    assert _scalar(s, "SELECT count(*) FROM chargeback") == counts["chargebacks"]
+    orphans = (
+        "SELECT count(*) FROM chargeback c JOIN payment p ON p.id = c.payment_id "
+        "WHERE p.order_id <> c.order_id OR p.status = 'failed'"
+    )
+    assert _scalar(s, orphans) == 0
+    assert (
+        _scalar(s, "SELECT count(*) FROM chargeback WHERE reason = 'fraudulent'")
+        == (counts["fraud_chargebacks"])
+    )
 
     # A second run with the same config inserts nothing.
     tables = (
@@ -464,6 +534,7 @@ def test_database_path_keeps_invariants_and_is_idempotent(
         "purchase_order",
         "purchase_order_line",
         "purchase_order_receipt",
+        "chargeback",
     )
     before = {t: _scalar(s, f"SELECT count(*) FROM {t}") for t in tables}  # noqa: S608
     again = synth(DB_CONFIG, to="db", out=tmp_path, session=s)
@@ -520,6 +591,14 @@ def test_database_export_equals_the_direct_parquet(db_session: Session, tmp_path
     kinds = [e["type"].value_counts().to_dict() for e in events]
     assert kinds[0] == kinds[1]
     assert sorted(events[0]["event_id"]) == sorted(events[1]["event_id"])
+    # The chargebacks, exported from the database, are the outcomes the Parquet path wrote.
+    key = ["order_id"]
+    outcomes = [
+        read_fact(tmp_path / p, "order_outcomes").sort_values(key).reset_index(drop=True)
+        for p in ("exported", "direct")
+    ]
+    for column in ("order_id", "source", "is_fraud", "reason", "decided_at", "order_created_at"):
+        assert outcomes[0][column].tolist() == outcomes[1][column].tolist(), column
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -540,6 +619,8 @@ def test_cli_synth_help_imports_nothing_heavy() -> None:
     )
     assert "LOADED=\n" in result.stdout, result.stdout[-500:]
     assert "--fraud-rate" in result.stdout
+    assert "--chargeback-rate" in result.stdout
+    assert "--dispute-rate" in result.stdout
 
 
 def test_cli_synth_to_parquet_and_database(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,31 @@ def test_training_rows_come_from_fraud_v1_with_request_data(fraud_source: Any) -
     assert 0.05 < dataset.y.mean() < 0.3
     # The on-demand view's velocity is the request's count.
     assert (dataset.frame["order_velocity_1h"] == dataset.frame["orders_last_hour"]).all()
+
+
+def test_without_truth_training_rows_are_the_orders_with_known_outcomes(
+    fraud_source: Any, tmp_path: Path
+) -> None:
+    from cartwise.models.source import Source
+
+    truth = fraud_data.labels(fraud_source).set_index("order_id")
+    # The same export seen as a production shop: no ground truth beside it.
+    production = Source(
+        facts_dir=fraud_source.facts_dir, store=fraud_source.store, truth_dir=tmp_path / "none"
+    )
+    dataset = fraud_data.load(production)
+    assert dataset.info["labels"] == "outcomes"
+    frame = dataset.frame
+    assert set(frame["label_source"]) <= {"chargeback", "review", "matured"}
+    assert frame["is_fraud"].any()
+    # Every fraud label is a true fraud (a fraudulent chargeback); the young orders of the
+    # last 30 days without one are left out, so there are fewer rows than orders.
+    assert truth.loc[frame.loc[frame["is_fraud"], "order_id"], "is_fraud"].all()
+    assert len(frame) < len(fraud_data.load(fraud_source).frame)
+    matured = frame[frame["label_source"] == "matured"]
+    assert not matured["is_fraud"].any()
+    end = fraud_data.data_end(production)
+    assert pd.to_datetime(matured["event_timestamp"], utc=True).max() <= end - pd.Timedelta(days=30)
 
 
 # ---------------------------------------------------------------------- learning

@@ -115,7 +115,29 @@ def test_fraud_check_flags_a_shift_in_order_amounts(
     assert bare.drift_share is None
     assert any("no reference sample" in note for note in bare.notes)
     assert bare.current_rows > 20
-    assert "precision" in bare.quality
+    # Labelled outcomes give a fraud rate and a PR-AUC; precision only exists when the review
+    # threshold flagged something in the window (on this small shop it may flag nothing).
+    assert bare.quality["labelled_rows"] > 0
+    assert "fraud_rate" in bare.quality
+    if bare.quality.get("labelled_frauds", 0) > 0:
+        assert "pr_auc" in bare.quality
+    # Quality comes from the shop's outcomes (its chargebacks), on the orders old enough for
+    # them to have arrived: [end - 30 - 14 days, end - 30 days), labels known at the end.
+    assert bare.quality["label_maturity_days"] == 30
+    assert bare.quality["quality_window_end_days_ago"] == pytest.approx(30)
+    assert bare.quality["quality_window_start_days_ago"] == pytest.approx(44)
+    assert bare.quality["labelled_rows"] == bare.quality["quality_orders"]  # all matured
+    assert any("fraud: quality on the" in note for note in bare.notes)
+    assert not any("ground truth" in note for note in bare.notes)
+    # An export from before order_outcomes existed: the generated truth, said in the notes.
+    old_dir = tmp_path / "old-export"
+    shutil.copytree(source.facts_dir, old_dir)
+    assert (old_dir / "order_outcomes").is_dir()  # the shop's chargebacks were exported
+    shutil.rmtree(old_dir / "order_outcomes")
+    old = monitoring.check("fraud", _source(trained_shop, old_dir), settings=registry)
+    assert any("ground truth instead" in note for note in old.notes)
+    assert "quality_window_end_days_ago" not in old.quality
+    assert old.quality["labelled_rows"] == old.current_rows  # the truth labels every order
 
     kept = monitoring.capture(
         "fraud",

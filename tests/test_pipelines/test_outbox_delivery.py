@@ -199,6 +199,40 @@ def test_each_event_goes_to_its_recipients_once(
     assert len(hooks.requests) == 1
 
 
+def test_a_chargeback_goes_to_the_fraud_desk_and_the_webhook_never_to_the_customer(
+    db: Session, outbox_settings: Settings, peers: tuple[SmtpSink, HookSink]
+) -> None:
+    smtp, hooks = peers
+    _order(db, "o9", "mallory@example.com")
+    payload = {
+        "order_id": "o9",
+        "alert_id": 11,
+        "dispute_id": "dp_1",
+        "reason": "fraudulent",
+        "status": "open",
+        "amount": "24.95",
+        "currency": "GBP",
+        "email": "mallory@example.com",  # the customer's: not a recipient
+    }
+    event = emit(db, "order", "o9", "order.chargeback", payload)
+    db.commit()
+
+    summary = _run(db, outbox_settings)
+
+    assert summary.sent == 2
+    ((rcpt, mail),) = smtp.messages
+    assert rcpt == ["fraud-desk@cartwise.test"]
+    assert str(mail["Subject"]) == "[chargeback] order o9: fraudulent (24.95 GBP)"
+    assert "dp_1" in str(mail.get_payload())
+    ((headers, raw),) = hooks.requests
+    verify(SECRET, headers[SIGNATURE_HEADER], raw)
+    body = json.loads(raw)
+    assert body["type"] == "order.chargeback"
+    assert body["data"]["dispute_id"] == "dp_1"
+    assert headers[DELIVERY_HEADER] == f"outbox-{event.id}-webhook"
+    assert _unacknowledged(db) == []
+
+
 class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing on the way catches it."""
 

@@ -22,15 +22,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, false, func, literal, null, select, true, union_all
 from sqlalchemy.engine import Engine
 
 from cartwise.commerce.catalog.models import Category, Product, Variant
 from cartwise.commerce.customers.models import User
 from cartwise.commerce.events.models import ShopperEvent
 from cartwise.commerce.inventory.models import StockLevel, StockMovement
-from cartwise.commerce.orders.models import Order, OrderLine
-from cartwise.commerce.payments.models import Payment
+from cartwise.commerce.orders.models import Order, OrderLine, OrderStatus, OrderTransition
+from cartwise.commerce.payments.models import Chargeback, Payment
 from cartwise.commerce.suppliers.models import PurchaseOrder, PurchaseOrderLine, Supplier
 from cartwise.features.facts import DATE_COLUMN, DIMENSIONS, FACTS
 
@@ -66,6 +66,54 @@ def _t(model: Any) -> Any:
     return model.__table__
 
 
+# A staff verdict on an order held for fraud review is the order's transition out of review
+# that ``orders.service.decide_review`` records (approve → pending_payment, reject → cancelled,
+# reason "fraud review approved|rejected[: note]", actor_id = the member of staff).
+REVIEW_REASON = "fraud review %"
+FRAUD_DISPUTE_REASON = "fraudulent"
+
+
+def _outcomes() -> Any:
+    """Review verdicts and chargebacks as one subquery of ``order_outcomes`` rows.
+
+    ``changed_at`` is the watermark: a verdict never changes, a chargeback moves when its
+    reason or status is updated.
+    """
+    o, t, cb = _t(Order), _t(OrderTransition), _t(Chargeback)
+    rejected = t.c.to_status == OrderStatus.cancelled.value
+    reviews = (
+        select(
+            t.c.order_id.label("order_id"),
+            o.c.user_id.label("user_id"),
+            literal("review").label("source"),
+            case((rejected, true()), else_=false()).label("is_fraud"),
+            case((rejected, literal("reject")), else_=literal("approve")).label("reason"),
+            t.c.actor_id.label("decided_by"),
+            t.c.created_at.label("decided_at"),
+            o.c.created_at.label("order_created_at"),
+            t.c.created_at.label("changed_at"),
+        )
+        .join(o, o.c.id == t.c.order_id)
+        .where(
+            t.c.from_status == OrderStatus.review.value,
+            t.c.to_status.in_([OrderStatus.pending_payment.value, OrderStatus.cancelled.value]),
+            t.c.reason.like(REVIEW_REASON),
+        )
+    )
+    chargebacks = select(
+        cb.c.order_id.label("order_id"),
+        o.c.user_id.label("user_id"),
+        literal("chargeback").label("source"),
+        case((cb.c.reason == FRAUD_DISPUTE_REASON, true()), else_=false()).label("is_fraud"),
+        cb.c.reason.label("reason"),
+        null().label("decided_by"),
+        cb.c.created_at.label("decided_at"),
+        o.c.created_at.label("order_created_at"),
+        cb.c.updated_at.label("changed_at"),
+    ).join(o, o.c.id == cb.c.order_id)
+    return union_all(reviews, chargebacks).subquery("order_outcomes")
+
+
 def _facts() -> dict[str, _Fact]:
     o, ol, ev, pay, mv, po, pol = (
         _t(Order),
@@ -76,6 +124,7 @@ def _facts() -> dict[str, _Fact]:
         _t(PurchaseOrder),
         _t(PurchaseOrderLine),
     )
+    oc = _outcomes()
     return {
         "orders": _Fact(
             lambda: select(
@@ -179,6 +228,21 @@ def _facts() -> dict[str, _Fact]:
             ),
             po.c.placed_at,
             po.c.updated_at,
+            False,
+        ),
+        "order_outcomes": _Fact(
+            lambda: select(
+                oc.c.order_id,
+                oc.c.user_id,
+                oc.c.source,
+                oc.c.is_fraud,
+                oc.c.reason,
+                oc.c.decided_by,
+                oc.c.decided_at,
+                oc.c.order_created_at,
+            ).order_by(oc.c.decided_at, oc.c.order_id, oc.c.source),
+            oc.c.decided_at,
+            oc.c.changed_at,
             False,
         ),
     }

@@ -107,6 +107,22 @@ FACTS: dict[str, pa.Schema] = {
             ("updated_at", TS),
         ]
     ),
+    # One row per known fraud outcome of an order: a staff review verdict on an order held for
+    # fraud review, or a chargeback (payment dispute). is_fraud: a review reject, or a
+    # chargeback whose reason is ``fraudulent``; an approve and other dispute reasons are false.
+    # An order may have several (a review approve, later a chargeback): readers combine them.
+    "order_outcomes": pa.schema(
+        [
+            ("order_id", pa.string()),
+            ("user_id", pa.int64()),  # null for guests
+            ("source", pa.string()),  # "review" | "chargeback"
+            ("is_fraud", pa.bool_()),
+            ("reason", pa.string()),  # review: approve | reject; chargeback: the dispute reason
+            ("decided_by", pa.int64()),  # the reviewing staff user; null for chargebacks
+            ("decided_at", TS),  # when the platform learned the outcome
+            ("order_created_at", TS),
+        ]
+    ),
 }
 
 DATE_COLUMN: dict[str, str] = {
@@ -116,6 +132,7 @@ DATE_COLUMN: dict[str, str] = {
     "payments": "created_at",
     "stock_movements": "created_at",
     "purchase_orders": "placed_at",
+    "order_outcomes": "decided_at",
 }
 
 DIMENSIONS: dict[str, pa.Schema] = {

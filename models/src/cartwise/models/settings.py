@@ -66,6 +66,20 @@ class ModelSettings(Settings):
     monitor_window_days: int = Field(default=14, ge=1, le=365)
     # After a retraining, a further breach of the same area waits this long (no retrain storms).
     retrain_cooldown_hours: float = Field(default=24.0, ge=0.0)
+    # Fraud labels from outcomes (``fraud.data.outcomes``): an order this many days old with
+    # no fraud outcome (chargeback or review reject) counts as legitimate; younger ones are
+    # unknown until then. Monitoring measures fraud quality on orders this old.
+    fraud_label_maturity_days: int = Field(default=30, ge=1, le=365)
+
+    # The feature log (``monitoring.feature_log``): serving buffers the rows it scored and
+    # writes them to object storage every ``flush_rows`` rows or ``flush_seconds`` seconds.
+    feature_log_enabled: bool = True
+    feature_log_flush_rows: int = Field(default=1_000, ge=1)
+    feature_log_flush_seconds: float = Field(default=60.0, gt=0.0)
+    # Fraction of scored rows kept (1.0: every one).
+    feature_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Most rows a replica buffers; past it the oldest are dropped (and counted).
+    feature_log_max_rows: int = Field(default=50_000, ge=1)
 
     @field_validator("monitor_drift_thresholds")
     @classmethod

@@ -416,6 +416,14 @@ def data_synth(
     fraud_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Fraud orders per honest order.")
     ] = 0.02,
+    chargeback_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of paid fraud orders charged back (3-25 days)."),
+    ] = 0.7,
+    dispute_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of paid honest orders disputed (not fraud)."),
+    ] = 0.005,
     to: Annotated[
         SynthTarget, typer.Option(help="db: the commerce database; parquet: the facts layout.")
     ] = SynthTarget.db,
@@ -437,7 +445,16 @@ def data_synth(
     except ValueError as exc:
         raise typer.BadParameter("expected YYYY-MM-DD", param_hint="--start") from exc
     console, settings = _console(), _settings()
-    config = SynthConfig(customers, days, seed, first, products, fraud_rate)
+    config = SynthConfig(
+        customers,
+        days,
+        seed,
+        first,
+        products,
+        fraud_rate,
+        chargeback_rate=chargeback_rate,
+        dispute_rate=dispute_rate,
+    )
     target = out or settings.var_dir / "synth"
     with Progress(
         TextColumn("{task.description:<18}"),

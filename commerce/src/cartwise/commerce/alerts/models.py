@@ -14,6 +14,7 @@ from cartwise.platform.types import UTCDateTime, utcnow
 # The kinds raised today; ``kind`` stays free text so new producers need no migration.
 FRAUD_REVIEW = "fraud.review"
 FRAUD_BLOCKED = "fraud.blocked"
+CHARGEBACK = "order.chargeback"
 
 
 class AlertStatus(StrEnum):

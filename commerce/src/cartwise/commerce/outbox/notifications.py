@@ -30,6 +30,7 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "order.refunded": (CUSTOMER_MAIL,),
     "order.partially_refunded": (CUSTOMER_MAIL,),
     "fraud.review_required": (STAFF_MAIL, WEBHOOK),
+    "order.chargeback": (STAFF_MAIL, WEBHOOK),
 }
 
 
@@ -108,7 +109,27 @@ def _customer_mail(event: OutboxEvent, session: Session) -> tuple[str, str]:
     )
 
 
+def _chargeback_mail(event: OutboxEvent) -> tuple[str, str]:
+    p = event.payload
+    order_id = str(p.get("order_id") or event.aggregate_id)
+    amount = _money(p.get("amount", "?"), str(p.get("currency") or ""))
+    body = (
+        f"A chargeback was opened on order {order_id}.\n\n"
+        f"reason:    {p.get('reason', '?')}\n"
+        f"amount:    {amount}\n"
+        f"status:    {p.get('status', '?')}\n"
+        f"dispute:   {p.get('dispute_id', '?')}\n"
+        f"customer:  {p.get('email', '?')}\n"
+        f"alert id:  {p.get('alert_id')}\n\n"
+        "Answer the dispute with the payment provider; a 'fraudulent' chargeback also becomes "
+        "a fraud label for the next training and drift check.\n"
+    )
+    return f"[chargeback] order {order_id}: {p.get('reason', '?')} ({amount})", body
+
+
 def _staff_mail(event: OutboxEvent) -> tuple[str, str]:
+    if event.event_type == "order.chargeback":
+        return _chargeback_mail(event)
     p = event.payload
     order_id = str(p.get("order_id") or event.aggregate_id)
     risk = p.get("risk")

@@ -52,6 +52,36 @@ class Refund(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class ChargebackStatus(StrEnum):
+    """Where a dispute stands: open until the card network decides it (won or lost)."""
+
+    open = "open"
+    won = "won"
+    lost = "lost"
+
+
+class Chargeback(SQLModel, table=True):
+    """A dispute (chargeback) of a payment, as the provider reported it; one row per dispute.
+
+    ``reason`` is the provider's dispute reason (Stripe: ``fraudulent``,
+    ``product_not_received``, ...); ``fraudulent`` is the card holder saying they did not
+    make the order, the fraud label the models learn from.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    dispute_id: str = Field(max_length=120, unique=True)
+    provider: str = Field(default="stripe", max_length=20)
+    order_id: str = Field(foreign_key="order.id", index=True, max_length=32)
+    payment_id: int = Field(foreign_key="payment.id", index=True)
+    reason: str = Field(default="general", max_length=60)
+    amount: Decimal = Field(max_digits=12, decimal_places=2)
+    currency: str = Field(max_length=3)
+    status: ChargebackStatus = Field(default=ChargebackStatus.open, sa_type=String(10))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 class WebhookEvent(SQLModel, table=True):
     """A provider event already processed; its id makes replays no-ops."""
 

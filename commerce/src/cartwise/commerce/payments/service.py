@@ -6,6 +6,10 @@ Provider calls never happen inside a database transaction. A refund first reserv
 the request's key; then the outcome is recorded. Concurrent refunds therefore cannot exceed what
 was paid, and a retry with the same ``Idempotency-Key`` completes a refund whose first attempt
 ended in an unknown state.
+
+Disputes (``charge.dispute.*``) become ``Chargeback`` rows, one per dispute id: the first event
+of a dispute stores it, raises an ``order.chargeback`` alert and emits ``order.chargeback``;
+later ones update its reason and status (open → won/lost).
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from cartwise.commerce.alerts import service as alerts
+from cartwise.commerce.alerts.models import CHARGEBACK, AlertSeverity
 from cartwise.commerce.money import quantize, to_minor_units
 from cartwise.commerce.orders import service as orders
 from cartwise.commerce.orders.models import Order, OrderStatus, can_transition
 from cartwise.commerce.orders.service import InvalidTransition
 from cartwise.commerce.outbox.models import emit
 from cartwise.commerce.payments.models import (
+    Chargeback,
+    ChargebackStatus,
     Payment,
     PaymentDetail,
     PaymentStatus,
@@ -425,6 +433,179 @@ def _on_charge_refunded(session: Session, obj: dict[str, Any]) -> str:
     return "refund-synced"
 
 
+# --- disputes (chargebacks) ------------------------------------------------------------------
+
+# Stripe dispute statuses → ours. ``warning_closed`` is an inquiry closed without a chargeback.
+_DISPUTE_STATUS = {
+    "won": ChargebackStatus.won,
+    "warning_closed": ChargebackStatus.won,
+    "lost": ChargebackStatus.lost,
+}
+
+
+def _ref(value: Any) -> str | None:
+    """An object id given as a string, or as an expanded object with an ``id``."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return _text(value, 120)
+
+
+def _dispute_fields(obj: dict[str, Any]) -> tuple[str, str, Decimal, str, ChargebackStatus]:
+    """Dispute id, reason, amount, currency and status of a dispute object; 400 if malformed."""
+    dispute_id = _text(obj.get("id"), 120)
+    amount = obj.get("amount")
+    currency = obj.get("currency")
+    if (
+        dispute_id is None
+        or isinstance(amount, bool)
+        or not isinstance(amount, int)
+        or amount < 0
+        or not isinstance(currency, str)
+        or len(currency) != 3
+        or not currency.isalpha()
+    ):
+        raise _invalid("The dispute lacks an id, a non-negative amount or a currency.")
+    if _ref(obj.get("payment_intent")) is None and _ref(obj.get("charge")) is None:
+        raise _invalid("The dispute names neither a payment intent nor a charge.")
+    reason = _text(obj.get("reason"), 60) or "general"
+    status = _DISPUTE_STATUS.get(str(obj.get("status")), ChargebackStatus.open)
+    return dispute_id, reason, quantize(Decimal(amount) / 100), currency.upper(), status
+
+
+def _disputed_payment(session: Session, obj: dict[str, Any]) -> Payment | None:
+    """The Stripe payment a dispute is about: by its payment intent, else by its charge id."""
+    for ref in (_ref(obj.get("payment_intent")), _ref(obj.get("charge"))):
+        if ref is None:
+            continue
+        payment = session.exec(
+            select(Payment)
+            .where(Payment.provider == "stripe", Payment.provider_ref == ref)
+            .order_by(col(Payment.id).desc())
+        ).first()
+        if payment is not None:
+            return payment
+    return None
+
+
+def _on_dispute(session: Session, obj: dict[str, Any], what: str) -> str:
+    """Record a dispute once per dispute id, and keep its reason and status current.
+
+    The first event seen for a dispute (normally ``charge.dispute.created``, but any of them if
+    an earlier one was lost) stores the chargeback, raises a staff alert and emits
+    ``order.chargeback``; later ones only update what changed, so applying the same dispute
+    state again changes nothing.
+    """
+    try:
+        dispute_id, reason, amount, currency, status = _dispute_fields(obj)
+    except Problem:
+        session.rollback()  # drop the webhook_event row: a corrected delivery may be applied
+        raise
+    found = _disputed_payment(session, obj)
+    if found is None or found.id is None:
+        return _unknown(obj, what)
+    # The payment's row lock (PostgreSQL; SQLite holds the write lock already) serialises
+    # two events of the same dispute, so the second finds the first one's row.
+    payment = session.get(Payment, found.id, with_for_update=True, populate_existing=True)
+    assert payment is not None
+    assert payment.id is not None
+    now = utcnow()
+    closed = status != ChargebackStatus.open
+    existing = session.exec(
+        select(Chargeback)
+        .where(Chargeback.dispute_id == dispute_id)
+        .execution_options(populate_existing=True)
+    ).first()
+    if existing is not None:
+        if status == ChargebackStatus.open and existing.status != ChargebackStatus.open:
+            status = ChargebackStatus(existing.status)  # a late update never reopens it
+            closed = True
+        changes = {
+            "reason": reason,
+            "amount": amount,
+            "currency": currency,
+            "status": status,
+        }
+        changed = {k: v for k, v in changes.items() if getattr(existing, k) != v}
+        if not changed:
+            return "chargeback-unchanged"
+        for name, value in changed.items():
+            setattr(existing, name, value)
+        existing.updated_at = now
+        if closed and existing.closed_at is None:
+            existing.closed_at = now
+        session.add(existing)
+        log.info(
+            "chargeback %s of order %s: %s",
+            dispute_id,
+            existing.order_id,
+            ", ".join(sorted(changed)),
+            extra={"order_id": existing.order_id, "dispute_id": dispute_id},
+        )
+        return f"chargeback-{status}" if "status" in changed else "chargeback-updated"
+    chargeback = Chargeback(
+        dispute_id=dispute_id,
+        provider="stripe",
+        order_id=payment.order_id,
+        payment_id=payment.id,
+        reason=reason,
+        amount=amount,
+        currency=currency,
+        status=status,
+        created_at=now,
+        updated_at=now,
+        closed_at=now if closed else None,
+    )
+    session.add(chargeback)
+    session.flush()
+    order = session.get(Order, payment.order_id)
+    detail = {
+        "dispute_id": dispute_id,
+        "chargeback_id": chargeback.id,
+        "payment_id": payment.id,
+        "reason": reason,
+        "status": str(status),
+        "amount": str(amount),
+        "currency": currency,
+        "customer_id": order.user_id if order is not None else None,
+        "email": order.email if order is not None else None,
+    }
+    alert = alerts.raise_alert(
+        session,
+        kind=CHARGEBACK,
+        severity=AlertSeverity.high,
+        order_id=payment.order_id,
+        title=f"Chargeback on order {payment.order_id}: {reason} ({amount} {currency})",
+        detail=detail,
+    )
+    emit(
+        session,
+        "order",
+        payment.order_id,
+        "order.chargeback",
+        {"order_id": payment.order_id, "alert_id": alert.id, **detail},
+    )
+    log.warning(
+        "chargeback %s (%s) on order %s",
+        dispute_id,
+        reason,
+        payment.order_id,
+        extra={"order_id": payment.order_id, "dispute_id": dispute_id},
+    )
+    return "chargeback-recorded"
+
+
+def _on_dispute_created(session: Session, obj: dict[str, Any]) -> str:
+    return _on_dispute(session, obj, "charge.dispute.created")
+
+
+def _on_dispute_updated(session: Session, obj: dict[str, Any]) -> str:
+    return _on_dispute(session, obj, "charge.dispute.updated")
+
+
+def _on_dispute_closed(session: Session, obj: dict[str, Any]) -> str:
+    return _on_dispute(session, obj, "charge.dispute.closed")
+
+
 def _ignored(session: Session, obj: dict[str, Any]) -> str:
     return "ignored"
 
@@ -433,6 +614,9 @@ _HANDLERS: dict[str, Callable[[Session, dict[str, Any]], str]] = {
     "payment_intent.succeeded": _on_intent_succeeded,
     "payment_intent.payment_failed": _on_intent_failed,
     "charge.refunded": _on_charge_refunded,
+    "charge.dispute.created": _on_dispute_created,
+    "charge.dispute.updated": _on_dispute_updated,
+    "charge.dispute.closed": _on_dispute_closed,
 }
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cartwise.features.synth.fraud import PATTERNS, FraudPlan
+from cartwise.features.synth.outcomes import build_chargebacks
 from cartwise.features.synth.simulate import Simulation, cumsum_by_group
 from cartwise.features.synth.world import DAY_US, World
 
@@ -67,6 +68,8 @@ class Shop:
     sessions: int = 0
     suppliers: pd.DataFrame = field(default_factory=pd.DataFrame)
     purchase_orders: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Disputes of paid orders (see :mod:`.outcomes`): what the shop observes about fraud.
+    chargebacks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def email_of(seed: int, user_id: np.ndarray) -> np.ndarray:
@@ -466,4 +469,5 @@ def build_shop(world: World, sim: Simulation, fraud: FraudPlan, pricing: Pricing
         events=pd.DataFrame(),
         suppliers=suppliers,
         purchase_orders=purchase_orders,
+        chargebacks=build_chargebacks(world, orders, payments),
     )

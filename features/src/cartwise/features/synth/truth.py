@@ -327,6 +327,10 @@ def summary(
                 for k, v in orders.loc[orders["is_fraud"], "pattern"].value_counts().items()
             },
             "fraud_incidents": len(fraud.incidents),
+            "chargebacks": len(shop.chargebacks),
+            "fraud_chargebacks": int(shop.chargebacks["is_fraud"].sum())
+            if len(shop.chargebacks)
+            else 0,
             "returns": int((orders["status"] == "refunded").sum()),
             "payments": len(shop.payments),
             "failed_payments": int((shop.payments["status"] == "failed").sum()),

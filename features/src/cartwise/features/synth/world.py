@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -62,6 +62,19 @@ class SynthConfig:
     start: date | None = None  # first day; None = the period ends yesterday (UTC)
     products: int = 300
     fraud_rate: float = 0.02  # fraudulent orders as a share of normal orders
+    # Observed outcomes (see :mod:`.outcomes`): paid fraud orders charged back as fraudulent,
+    # paid honest orders disputed for another reason, and the days from order to dispute.
+    chargeback_rate: float = 0.7
+    dispute_rate: float = 0.005
+    chargeback_days: tuple[int, int] = (3, 25)
+
+    def __post_init__(self) -> None:
+        for name in ("fraud_rate", "chargeback_rate", "dispute_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        low, high = self.chargeback_days
+        if not 0 <= low <= high:
+            raise ValueError("chargeback_days must be (low, high) with 0 <= low <= high")
 
     def first_day(self) -> date:
         """The first simulated day."""
@@ -71,9 +84,7 @@ class SynthConfig:
 
     def resolved(self) -> SynthConfig:
         """The same config with ``start`` fixed, so later calls agree."""
-        return SynthConfig(
-            self.customers, self.days, self.seed, self.first_day(), self.products, self.fraud_rate
-        )
+        return replace(self, start=self.first_day())
 
 
 @dataclass

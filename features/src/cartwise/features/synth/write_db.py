@@ -12,6 +12,8 @@ interrupted run resumes where it stopped. What is written:
 - **orders** ``sy-<seed>-<n>`` with their lines, every **transition** reached by the end of
   the period, **payments** (declined attempts and the one that succeeded, provider
   ``manual``) and **refunds** of returned orders; totals as checkout computes them;
+- **chargebacks** (disputes) of paid orders, keyed by dispute id ``synth-dp-<order id>``
+  (see :mod:`.outcomes`), so ``features export`` carries them into ``order_outcomes``;
 - **stock**: one ``stock_level`` per SKU (the final on-hand, nothing reserved: historical
   orders hold no reservations) and its **ledger** (initial ``set``, ``restock`` deliveries,
   ``sale`` when an order is paid, ``refund`` when a return is booked), never below zero;
@@ -50,7 +52,7 @@ from cartwise.commerce.customers.models import User
 from cartwise.commerce.events.models import ShopperEvent
 from cartwise.commerce.inventory.models import StockLevel, StockMovement
 from cartwise.commerce.orders.models import Order, OrderLine, OrderTransition
-from cartwise.commerce.payments.models import Payment, Refund
+from cartwise.commerce.payments.models import Chargeback, Payment, Refund
 from cartwise.commerce.suppliers.models import (
     PurchaseOrder,
     PurchaseOrderLine,
@@ -455,6 +457,72 @@ def _write_orders(
     return counts
 
 
+def _write_chargebacks(session: Session, shop: Shop) -> int:
+    """The run's disputes as ``chargeback`` rows, keyed by dispute id; returns rows inserted.
+
+    Each names the payment that collected its order (found by the ``provider_ref`` the order
+    writer gave it), so a chargeback of an order already stored by an earlier run still finds
+    its payment.
+    """
+    cb = shop.chargebacks
+    if cb.empty:
+        return 0
+    refs = cb["payment_ref"].astype(str).tolist()
+    payment_of: dict[str, int] = {}
+    for chunk in _chunks(refs, 500):
+        rows = session.execute(
+            select(col(Payment.provider_ref), col(Payment.id)).where(
+                col(Payment.provider) == PROVIDER, col(Payment.provider_ref).in_(list(chunk))
+            )
+        )
+        payment_of.update({str(ref): int(pid) for ref, pid in rows})
+    created, updated = _when(cb["created_us"]), _when(cb["updated_us"])
+    closed = _when(np.maximum(cb["closed_us"].to_numpy(dtype=np.int64), 0))
+    rows_out = [
+        {
+            "dispute_id": dispute_id,
+            "provider": PROVIDER,
+            "order_id": order_id,
+            "payment_id": payment_of[ref],
+            "reason": reason,
+            "amount": _money(amount),
+            "currency": currency,
+            "status": status,
+            "created_at": created[i],
+            "updated_at": updated[i],
+            "closed_at": closed[i] if closed_us >= 0 else None,
+        }
+        for i, (
+            dispute_id,
+            order_id,
+            ref,
+            reason,
+            amount,
+            currency,
+            status,
+            closed_us,
+        ) in enumerate(
+            zip(
+                cb["dispute_id"],
+                cb["order_id"],
+                refs,
+                cb["reason"],
+                cb["amount"],
+                cb["currency"],
+                cb["status"],
+                cb["closed_us"],
+                strict=True,
+            )
+        )
+        if ref in payment_of
+    ]
+    before = _count(session, Chargeback)
+    for chunk in _chunks(rows_out, ORDER_CHUNK):
+        session.execute(_insert(session, Chargeback, ["dispute_id"]), list(chunk))
+    session.commit()
+    return _count(session, Chargeback) - before
+
+
 def _write_suppliers(session: Session, shop: Shop) -> tuple[dict[int, int], int]:
     """Suppliers keyed by name; returns synthetic supplier id -> database id."""
     sup = shop.suppliers
@@ -828,6 +896,7 @@ def write_db(
             progress("database: catalog", 1, 1)
         users, n_users = _write_users(session, shop, seed)
         orders = _write_orders(session, shop, seed, users, variants, progress)
+        orders["chargebacks"] = _write_chargebacks(session, shop)
         suppliers, n_suppliers = _write_suppliers(session, shop)
         purchases = _write_purchase_orders(session, shop, seed, suppliers, variants)
         stock = _write_stock(session, shop, seed, progress)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cartwise.features.facts import DATE_COLUMN, DIMENSIONS, FACTS
+from cartwise.features.synth.outcomes import COLUMNS as CHARGEBACK_COLUMNS
 from cartwise.features.synth.shop import Shop
 from cartwise.features.synth.world import DAY_US
 
@@ -51,15 +52,23 @@ def _table(name: str, columns: dict[str, pa.Array], schemas: dict[str, pa.Schema
 
 
 def fact_tables(shop: Shop) -> dict[str, pa.Table]:
-    """The six fact tables of a run, with the exact ``FACTS`` schemas."""
-    o, lines, ev, pay, mv, po = (
+    """The fact tables of a run, with the exact ``FACTS`` schemas.
+
+    ``order_outcomes`` holds the run's chargebacks (a generated shop has no review verdicts:
+    no order is held for review).
+    """
+    o, lines, ev, pay, mv, po, cb = (
         shop.orders,
         shop.order_lines,
         shop.events,
         shop.payments,
         shop.stock_movements,
         shop.purchase_orders,
+        shop.chargebacks,
     )
+    if cb.empty:
+        cb = pd.DataFrame({name: np.zeros(0, dtype=object) for name in CHARGEBACK_COLUMNS})
+    n_cb = len(cb)
     return {
         "orders": _table(
             "orders",
@@ -153,6 +162,20 @@ def fact_tables(shop: Shop) -> dict[str, pa.Table]:
                 "expected_at": _ts(po["expected_us"]),
                 "received_at": _ts(po["received_us"]),
                 "updated_at": _ts(po["updated_us"]),
+            },
+            FACTS,
+        ),
+        "order_outcomes": _table(
+            "order_outcomes",
+            {
+                "order_id": _str(cb["order_id"]),
+                "user_id": _int(cb["user_id"], nullable=True),
+                "source": _str(np.full(n_cb, "chargeback", dtype=object)),
+                "is_fraud": pa.array(cb["is_fraud"].to_numpy(dtype=bool), pa.bool_()),
+                "reason": _str(cb["reason"]),
+                "decided_by": pa.nulls(n_cb, pa.int64()),
+                "decided_at": _ts(cb["created_us"]),
+                "order_created_at": _ts(cb["order_created_us"]),
             },
             FACTS,
         ),

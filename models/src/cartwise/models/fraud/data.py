@@ -1,4 +1,4 @@
-"""Orders → the ``fraud_v1`` feature rows, with labels from a generated run's ground truth.
+"""Orders → the ``fraud_v1`` feature rows, with fraud labels (see :func:`labels`).
 
 One row per order at its ``created_at``: the order facts give the request data the on-demand
 view ``fraud_order_signals`` needs (``order_amount`` = the order total, ``shipping_country``,
@@ -159,16 +159,135 @@ def features(source: Source, requests: pd.DataFrame) -> pd.DataFrame:
     return fill_no_history(out)
 
 
-def labels(source: Source) -> pd.DataFrame:
-    """``order_id``, ``is_fraud``, ``pattern`` from the generated ground truth."""
-    truth = source.truth("order_labels")
-    return pd.DataFrame(
-        {
-            "order_id": truth["order_id"].astype(str),
-            "is_fraud": truth["is_fraud"].fillna(False).astype(bool).to_numpy(),
-            "pattern": truth["pattern"].fillna("").astype(str),
-        }
+OUTCOME_COLUMNS = ("order_id", "source", "is_fraud", "decided_at", "order_created_at")
+# How a label was learned: a chargeback or a staff review verdict, an order old enough that
+# a fraud outcome would have arrived, or (a generated shop) the hidden ground truth.
+LABEL_SOURCES = ("chargeback", "review", "matured", "truth")
+
+
+def has_outcomes(source: Source) -> bool:
+    """Whether the export holds any ``order_outcomes`` (an old export has none)."""
+    return not source.facts("order_outcomes", columns=["order_id"]).empty
+
+
+# Orders whose payment went through: the only ones a chargeback can reach.
+CHARGEABLE_STATUSES = ("paid", "fulfilled", "shipped", "delivered", "refunded")
+
+
+def outcomes(source: Source, *, as_of: str | pd.Timestamp, maturity_days: int = 30) -> pd.DataFrame:
+    """Fraud labels from what the shop learned by ``as_of``: ``order_id``, ``is_fraud``,
+    ``label_source`` (one row per labelled order created before ``as_of``, sorted by id).
+
+    - **fraud** when a fraud outcome (a chargeback with reason ``fraudulent``, or a staff
+      review reject) was known at ``as_of`` (``decided_at <= as_of``); ``label_source`` is
+      the source of the first one;
+    - **legitimate** when staff approved it in review (``review``), or when it is at least
+      ``maturity_days`` old at ``as_of``, was paid (:data:`CHARGEABLE_STATUSES`) and has no
+      fraud outcome (``matured``): chargebacks arrive within weeks, so an old paid order
+      without one is taken as honest;
+    - an order never paid (declined, abandoned) can never be charged back: without a review
+      verdict it stays unknown;
+    - every other order is **unknown** and left out (younger than the maturity, no verdict;
+      a dispute for another reason does not make an order legitimate before it matures).
+    """
+    at = _utc(as_of)
+    known = source.facts("order_outcomes", columns=list(OUTCOME_COLUMNS), end=_day_after(at))
+    known = known.assign(decided_at=pd.to_datetime(known["decided_at"], utc=True))
+    known = known[known["decided_at"] <= at]
+    known = known.assign(
+        order_id=known["order_id"].astype(str),
+        is_fraud=known["is_fraud"].astype("boolean").fillna(False).astype(bool),
+    ).sort_values(["decided_at", "order_id"], kind="stable")
+    fraud = known[known["is_fraud"]].drop_duplicates("order_id")
+    approved = known[(known["source"] == "review") & ~known["is_fraud"]].drop_duplicates("order_id")
+    approved = approved[~approved["order_id"].isin(fraud["order_id"])]
+
+    orders = source.facts(
+        "orders", columns=["order_id", "status", "created_at"], end=_day_after(at)
     )
+    created = pd.to_datetime(orders["created_at"], utc=True)
+    cutoff = at - pd.Timedelta(days=maturity_days)
+    # Only money that moved can come back as a chargeback: an order never paid (a declined
+    # card test, an abandoned checkout) stays unknown however old it is.
+    paid = orders["status"].isin(CHARGEABLE_STATUSES).to_numpy()
+    old = orders.loc[(created <= cutoff).to_numpy() & paid, "order_id"].astype(str)
+    matured = old[~old.isin(fraud["order_id"]) & ~old.isin(approved["order_id"])].drop_duplicates()
+
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {"order_id": fraud["order_id"], "is_fraud": True, "label_source": fraud["source"]}
+            ),
+            pd.DataFrame(
+                {"order_id": approved["order_id"], "is_fraud": False, "label_source": "review"}
+            ),
+            pd.DataFrame({"order_id": matured, "is_fraud": False, "label_source": "matured"}),
+        ],
+        ignore_index=True,
+    )
+    frame = frame.astype({"order_id": str, "is_fraud": bool, "label_source": str})
+    return frame.sort_values("order_id", kind="stable").reset_index(drop=True)
+
+
+def _utc(value: str | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _day_after(ts: pd.Timestamp) -> pd.Timestamp:
+    """The exclusive day-partition bound that still holds ``ts`` (naive UTC, as facts take)."""
+    return (ts + pd.Timedelta(days=1)).normalize().tz_localize(None)
+
+
+def data_end(source: Source) -> pd.Timestamp:
+    """The latest moment the export knows about: its last order or its last outcome."""
+    stamps = [
+        pd.to_datetime(source.facts("orders", columns=["created_at"])["created_at"], utc=True),
+        pd.to_datetime(
+            source.facts("order_outcomes", columns=["decided_at"])["decided_at"], utc=True
+        ),
+    ]
+    latest = [s.max() for s in stamps if not s.empty]
+    if not latest:
+        raise ValueError("no orders in the exported facts")
+    return _utc(max(latest))
+
+
+def labels(source: Source, *, maturity_days: int | None = None) -> pd.DataFrame:
+    """``order_id``, ``is_fraud``, ``pattern``, ``label_source`` of the labelled orders.
+
+    A generated shop (``cartwise data synth``) has its hidden ground truth: every order is
+    labelled from it (``label_source`` ``truth``), so training learns the injected patterns
+    exactly. A production shop has none: labels then come from :func:`outcomes` as of the
+    export's end (chargebacks and review verdicts, plus orders old enough to have matured;
+    ``maturity_days`` defaults to ``ModelSettings.fraud_label_maturity_days``), and orders
+    whose outcome is not known yet are left out. ``pattern`` is empty for outcome labels.
+    ``LookupError`` when the source has neither.
+    """
+    try:
+        truth = source.truth("order_labels")
+    except LookupError:
+        truth = None
+    if truth is not None:
+        return pd.DataFrame(
+            {
+                "order_id": truth["order_id"].astype(str),
+                "is_fraud": truth["is_fraud"].fillna(False).astype(bool).to_numpy(),
+                "pattern": truth["pattern"].fillna("").astype(str),
+                "label_source": "truth",
+            }
+        )
+    if not has_outcomes(source):
+        raise LookupError(
+            "no fraud labels: no ground truth and no order outcomes (chargebacks, review "
+            "verdicts) in this export"
+        )
+    if maturity_days is None:
+        from cartwise.models.settings import get_model_settings
+
+        maturity_days = get_model_settings().fraud_label_maturity_days
+    got = outcomes(source, as_of=data_end(source), maturity_days=maturity_days)
+    return got.assign(pattern="")[["order_id", "is_fraud", "pattern", "label_source"]]
 
 
 def load(
@@ -180,11 +299,20 @@ def load(
     """The labelled feature rows of the orders in ``[start, end)``, in time order."""
     requests = order_requests(source, start=start, end=end)
     frame = features(source, requests)
-    frame = frame.merge(labels(source), on="order_id", how="left")
-    frame["is_fraud"] = frame["is_fraud"].fillna(False).astype(bool)
+    known = labels(source)
+    generated = bool((known["label_source"] == "truth").all())
+    frame = frame.merge(known, on="order_id", how="left")
+    if generated:
+        frame["is_fraud"] = frame["is_fraud"].fillna(False).astype(bool)
+    else:
+        # Outcome labels: orders whose outcome is not known yet are not training rows.
+        frame = frame[frame["is_fraud"].notna()]
+        frame = frame.assign(is_fraud=frame["is_fraud"].astype(bool))
     frame["pattern"] = frame["pattern"].fillna("")
+    frame["label_source"] = frame["label_source"].fillna("truth" if generated else "")
     frame = frame.sort_values(["event_timestamp", "order_id"], kind="stable")
-    return Dataset(frame.reset_index(drop=True), info={"data_version": source.data_version()})
+    info = {"data_version": source.data_version(), "labels": "truth" if generated else "outcomes"}
+    return Dataset(frame.reset_index(drop=True), info=info)
 
 
 def time_cuts(
@@ -226,9 +354,11 @@ __all__ = [
     "Dataset",
     "features",
     "fill_no_history",
+    "has_outcomes",
     "labels",
     "load",
     "order_requests",
+    "outcomes",
     "split",
     "time_cuts",
 ]

@@ -7,9 +7,11 @@ reference sample at registration (over its training window) and the current wind
 drift check runs, so both sides are measured the same way.
 
 - ``fraud``: one row per customer order, the nine inputs of the fraud model (``fraud_v1`` +
-  the order amount) → calibrated risk; labels from ``Source.truth("order_labels")`` (the
-  generated shop's ground truth: the facts export carries no review verdicts or chargebacks
-  yet), quality = precision / recall at the review and block thresholds, and PR-AUC.
+  the order amount) → calibrated risk; labels from the ``order_outcomes`` facts (chargebacks
+  and staff review verdicts, plus orders old enough to have matured without one), quality =
+  precision / recall at the review and block thresholds, and PR-AUC, on the latest window
+  whose outcomes have matured (``fraud_label_maturity_days`` before the drift window's end);
+  a generated shop's ground truth only when the export has no outcomes.
 - ``customers``: one row per customer at a cut-off, the ``customer_v1`` statistics → churn
   probability; quality = churn PR-AUC, precision and recall on the snapshot one churn horizon
   back, once that horizon has passed.
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from cartwise.models.settings import ModelSettings
 from cartwise.models.source import Source
 
 
@@ -142,43 +145,73 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
 
 
 class FraudAdapter:
-    """Orders → ``fraud_v1`` inputs → risk; precision/recall from labelled outcomes."""
+    """Orders → ``fraud_v1`` inputs → risk; precision/recall from labelled outcomes.
+
+    Labels are what the shop learned (:func:`cartwise.models.fraud.data.outcomes`: chargebacks
+    and review verdicts, plus orders old enough to have matured without a fraud outcome). The
+    orders of the drift window are too young for most outcomes, so quality is measured on the
+    latest window whose outcomes have matured: the orders of ``[end - maturity - window,
+    end - maturity)``, with the labels known at ``end``. An export without any outcomes (older
+    than the ``order_outcomes`` fact) falls back to a generated shop's ground truth on the
+    drift window itself, and says so in the notes.
+    """
 
     area = "fraud"
+
+    def __init__(self, maturity_days: int | None = None) -> None:
+        # None: ModelSettings.fraud_label_maturity_days, read when a check runs.
+        self.maturity_days = maturity_days
+
+    def _maturity(self) -> int:
+        if self.maturity_days is not None:
+            return int(self.maturity_days)
+        from cartwise.models.settings import get_model_settings
+
+        return int(get_model_settings().fraud_label_maturity_days)
 
     def data_end(self, source: Source) -> pd.Timestamp:
         """The last order in the facts."""
         return _latest(source, "orders")
 
-    def _rows(
-        self, source: Source, start: pd.Timestamp | None, end: pd.Timestamp
-    ) -> tuple[pd.DataFrame, list[str]]:
+    def _rows(self, source: Source, start: pd.Timestamp | None, end: pd.Timestamp) -> pd.DataFrame:
+        """The feature rows of the customer orders of ``[start, end)``."""
         from cartwise.models.fraud import data as fraud_data
 
-        notes: list[str] = []
         # ``end`` of the facts is a day partition bound (exclusive); the exact end is applied below.
         requests = fraud_data.order_requests(
             source,
             # order_requests reads naive bounds as UTC.
             start=None if start is None else start.tz_convert("UTC").tz_localize(None),
-            end=(end + pd.Timedelta(days=1)).normalize(),
+            end=(end + pd.Timedelta(days=1)).normalize().tz_localize(None),
         )
         requests = requests[requests["event_timestamp"] < end].reset_index(drop=True)
-        frame = fraud_data.features(source, requests)
+        return fraud_data.features(source, requests).reset_index(drop=True)
+
+    def _label(
+        self, source: Source, frame: pd.DataFrame, *, as_of: pd.Timestamp, outcomes: bool
+    ) -> tuple[pd.DataFrame, list[str]]:
+        """``frame`` with ``label``: outcomes known at ``as_of``, else the ground truth."""
+        from cartwise.models.fraud import data as fraud_data
+
+        notes: list[str] = []
+        if outcomes:
+            got = fraud_data.outcomes(source, as_of=as_of, maturity_days=self._maturity())
+            known = got.set_index("order_id")["is_fraud"].astype("float64")
+            return frame.assign(label=frame["order_id"].map(known)), notes
         try:
-            labels = fraud_data.labels(source)
+            truth = fraud_data.labels(source)
         except LookupError:
-            labels = None
-        if labels is None:
-            frame["label"] = np.nan
             notes.append(
-                "fraud: no outcomes (chargebacks / review verdicts) in this source yet; "
-                "quality not measured"
+                "fraud: no outcomes (chargebacks / review verdicts) and no ground truth in "
+                "this source; quality not measured"
             )
-        else:
-            known = labels.set_index("order_id")["is_fraud"].astype("float64")
-            frame["label"] = frame["order_id"].map(known)
-        return frame.reset_index(drop=True), notes
+            return frame.assign(label=np.nan), notes
+        notes.append(
+            "fraud: no order outcomes (chargebacks / review verdicts) in this export; quality "
+            "from the generated shop's ground truth instead"
+        )
+        known = truth.set_index("order_id")["is_fraud"].astype("float64")
+        return frame.assign(label=frame["order_id"].map(known)), notes
 
     def _predict(self, predictor: Any) -> Callable[[pd.DataFrame], np.ndarray]:
         def predict(frame: pd.DataFrame) -> np.ndarray:
@@ -186,7 +219,39 @@ class FraudAdapter:
 
         return predict
 
-    def _monitored(self, frame: pd.DataFrame, predictor: Any, notes: list[str]) -> Monitored:
+    def _quality(
+        self, labels: np.ndarray, risk: np.ndarray, predictor: Any, notes: list[str]
+    ) -> dict[str, float]:
+        """Precision/recall at the review and block thresholds, PR-AUC, counts, fraud rate."""
+        from cartwise.models.fraud import metrics as fm
+
+        known = ~np.isnan(labels)
+        quality: dict[str, float] = {"labelled_rows": float(known.sum())}
+        y, p = labels[known], risk[known]
+        if not known.any():
+            return quality
+        review = float(predictor.thresholds.get("review", 0.5))
+        block = float(predictor.thresholds.get("block", review))
+        precision, recall = fm.precision_recall_at(y.astype(bool), p, review)
+        block_precision, block_recall = fm.precision_recall_at(y.astype(bool), p, block)
+        quality.update(
+            {
+                "fraud_rate": float(y.mean()),
+                "labelled_frauds": float(y.sum()),
+                "precision": precision,
+                "recall": recall,
+                "block_precision": block_precision,
+                "block_recall": block_recall,
+                "pr_auc": fm.pr_auc(y, p),
+            }
+        )
+        if not y.any():
+            notes.append("fraud: no fraud among the labelled orders; recall and PR-AUC undefined")
+        return quality
+
+    def _monitored(
+        self, frame: pd.DataFrame, predictor: Any, notes: list[str], *, measure: bool = True
+    ) -> Monitored:
         from cartwise.models.fraud import data as fraud_data
         from cartwise.models.fraud import metrics as fm
         from cartwise.models.monitoring.importance import permutation_importance
@@ -196,30 +261,12 @@ class FraudAdapter:
         risk = predict(features) if len(features) else np.zeros(0)
         labels = frame["label"].to_numpy(np.float64)
         known = ~np.isnan(labels)
-        quality: dict[str, float] = {"labelled_rows": float(known.sum())}
-        if len(features) and not known.any():
-            notes.append("fraud: no labels yet for the orders of this window")
-        y, p = labels[known], risk[known]
-        if known.any():
-            review = float(predictor.thresholds.get("review", 0.5))
-            block = float(predictor.thresholds.get("block", review))
-            precision, recall = fm.precision_recall_at(y.astype(bool), p, review)
-            block_precision, block_recall = fm.precision_recall_at(y.astype(bool), p, block)
-            quality.update(
-                {
-                    "fraud_rate": float(y.mean()),
-                    "labelled_frauds": float(y.sum()),
-                    "precision": precision,
-                    "recall": recall,
-                    "block_precision": block_precision,
-                    "block_recall": block_recall,
-                    "pr_auc": fm.pr_auc(y, p),
-                }
-            )
-            if not y.any():
-                notes.append(
-                    "fraud: no fraud among the labelled orders; recall and PR-AUC undefined"
-                )
+        quality: dict[str, float] = {}
+        if measure:
+            if len(features) and not known.any():
+                notes.append("fraud: no labels yet for the orders of this window")
+            quality = self._quality(labels, risk, predictor, notes)
+        y = labels[known]
 
         def importance() -> dict[str, float]:
             score = None
@@ -242,17 +289,63 @@ class FraudAdapter:
         )
 
     def reference(self, source: Source, predictor: Any, *, data_window: str) -> Monitored:
-        """The orders of the training window."""
+        """The orders of the training window, labelled with what the export knows now."""
+        from cartwise.models.fraud import data as fraud_data
+
         start, end = parse_window(data_window)
-        frame, notes = self._rows(source, start, end)
+        outcomes = fraud_data.has_outcomes(source)
+        as_of = fraud_data.data_end(source) if outcomes else end
+        frame, notes = self._label(
+            source, self._rows(source, start, end), as_of=as_of, outcomes=outcomes
+        )
         return self._monitored(frame, predictor, notes)
 
     def current(
         self, source: Source, predictor: Any, *, start: pd.Timestamp, end: pd.Timestamp
     ) -> Monitored:
-        """The orders of ``[start, end)``."""
-        frame, notes = self._rows(source, start, end)
-        return self._monitored(frame, predictor, notes)
+        """The orders of ``[start, end)``; quality on the matured window before them."""
+        from cartwise.models.fraud import data as fraud_data
+
+        outcomes = fraud_data.has_outcomes(source)
+        frame, notes = self._label(
+            source, self._rows(source, start, end), as_of=end, outcomes=outcomes
+        )
+        if not outcomes:
+            return self._monitored(frame, predictor, notes)
+        monitored = self._monitored(frame, predictor, notes, measure=False)
+        maturity = self._maturity()
+        q_end = end - pd.Timedelta(days=maturity)
+        q_start = q_end - (end - start)
+        past, _ = self._label(source, self._rows(source, q_start, q_end), as_of=end, outcomes=True)
+        features = _clean(past, list(fraud_data.FEATURES))
+        risk = self._predict(predictor)(features) if len(features) else np.zeros(0)
+        quality = self._quality(past["label"].to_numpy(np.float64), risk, predictor, notes)
+        labelled = past.loc[past["label"].notna(), "order_id"]
+        quality.update(
+            {
+                "quality_window_start_days_ago": (end - q_start) / pd.Timedelta(days=1),
+                "quality_window_end_days_ago": (end - q_end) / pd.Timedelta(days=1),
+                "label_maturity_days": float(maturity),
+                "quality_orders": float(len(past)),
+            }
+        )
+        window = f"{q_start:%Y-%m-%d %H:%M}/{q_end:%Y-%m-%d %H:%M}"
+        if past.empty:
+            notes.append(
+                f"fraud: no orders in the matured window {window} (orders {maturity}+ days "
+                "old); quality not measured yet"
+            )
+        else:
+            notes.append(
+                f"fraud: quality on the {len(past)} orders of {window} UTC (at least "
+                f"{maturity} days old, outcomes known at {end:%Y-%m-%d %H:%M}), "
+                f"{len(labelled)} labelled from chargebacks, review verdicts and maturity"
+            )
+        monitored.quality = _finite(quality)
+        monitored.meta.update(
+            {"quality_window": window, "label_maturity_days": maturity, "labels": "outcomes"}
+        )
+        return monitored
 
 
 # ---------------------------------------------------------------------- demand
@@ -841,14 +934,18 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
-def adapter(area: str) -> Adapter:
-    """The area's adapter; ``ValueError`` for an area without monitoring."""
+def adapter(area: str, settings: ModelSettings | None = None) -> Adapter:
+    """The area's adapter (configured from ``settings`` when given); ``ValueError`` for an
+    area without monitoring."""
     try:
-        return ADAPTERS[area]
+        found = ADAPTERS[area]
     except KeyError:
         raise ValueError(
             f"no drift monitoring for area {area!r}; known: {', '.join(ADAPTERS)}"
         ) from None
+    if settings is not None and isinstance(found, FraudAdapter):
+        return FraudAdapter(maturity_days=settings.fraud_label_maturity_days)
+    return found
 
 
 __all__ = ["ADAPTERS", "Adapter", "FraudAdapter", "Monitored", "adapter", "parse_window", "utc"]
