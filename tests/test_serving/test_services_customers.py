@@ -139,3 +139,32 @@ def test_no_model_in_the_registry_is_model_unavailable(
         run(service.insights(customer_id=1))
     with pytest.raises(ModelUnavailable):
         run(service.segments())
+
+
+def test_insights_are_logged_with_the_churn_inputs_and_probability(
+    service: Any, model: Any, buyer: dict[str, Any]
+) -> None:
+    from datetime import timedelta
+
+    from cartwise.models.customers import data as cdata
+    from cartwise.models.monitoring import feature_log
+
+    logger = service.feature_logger
+    assert logger is not None
+    logger.flush()
+    before = logger.written
+    out = run(service.insights(customer_id=buyer["customer_id"]))
+    assert logger.flush()
+    assert logger.written == before + 1
+    now = datetime.now(UTC)
+    frame = feature_log.read(
+        "customers", now - timedelta(hours=1), now + timedelta(minutes=5), service.model_settings
+    )
+    row = frame[frame["key"] == str(buyer["customer_id"])].iloc[-1]
+    assert row["prediction"] == pytest.approx(out["churn_probability"])
+    assert int(row["model_version"]) == model.version
+    # The monitored statistics the churn model read (the category lists are not logged).
+    assert set(cdata.STATS) <= set(frame.columns)
+    assert not set(cdata.AFFINITY) & set(frame.columns)
+    assert row["orders_lifetime"] == pytest.approx(buyer["orders_lifetime"])
+    assert row["days_since_last_order"] == pytest.approx(buyer["days_since_last_order"])

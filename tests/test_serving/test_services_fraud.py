@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,62 @@ def test_no_model_in_the_registry_is_model_unavailable(
     service = FraudService({**overrides, "mlflow_tracking_uri": uri, "mlflow_registry_uri": uri})
     with pytest.raises(ModelUnavailable):
         run(service.score(request=order(None)))
+
+
+def _logged(settings: Any, keys: list[str]) -> Any:
+    """The feature-log rows of the last hour with these keys, indexed by key."""
+    from cartwise.models.monitoring import feature_log
+
+    now = datetime.now(UTC)
+    frame = feature_log.read(
+        "fraud", now - timedelta(hours=1), now + timedelta(minutes=5), settings
+    )
+    return frame[frame["key"].isin(keys)].set_index("key")
+
+
+def test_scored_orders_are_logged_with_the_model_input_and_the_answered_risk(
+    service: Any, model: Any, regular: dict[str, Any]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    requests = [
+        order(regular["customer_id"], 40.0, order_id=f"log-{tag}-a"),
+        order(None, 300.0, order_id=f"log-{tag}-b", orders_last_hour=3, shipping_country="FR"),
+        order(regular["customer_id"], 900.0, order_id=f"log-{tag}-c", orders_last_hour=5),
+    ]
+    answers = run(service.score_many(requests=requests))
+    logger = service.feature_logger
+    assert logger is not None
+    assert logger.flush()  # a file was written
+    mine = _logged(service.model_settings, [r["order_id"] for r in requests])
+    assert sorted(mine.index) == sorted(r["order_id"] for r in requests)
+    for answered in answers:
+        row = mine.loc[answered["order_id"]]
+        assert row["prediction"] == pytest.approx(answered["risk"])
+        assert int(row["model_version"]) == answered["model"]["version"] == model.version
+        assert row["area"] == "fraud"
+        assert row["model_name"] == model.name
+        # Every model input, exactly as the model saw it (and as the answer shows it).
+        for name in model.predictor.features:
+            assert row[name] == pytest.approx(answered["features"][name]), name
+    assert mine.loc[f"log-{tag}-b", "order_velocity_1h"] == 3.0
+    assert mine.loc[f"log-{tag}-c", "order_amount"] == 900.0
+
+
+def test_logging_does_not_change_answers_and_warm_up_calls_are_not_logged(
+    overrides: dict[str, Any], service: Any, regular: dict[str, Any]
+) -> None:
+    from cartwise.serving.services.fraud import FraudService
+
+    quiet = FraudService({**overrides, "feature_log_enabled": False}, QUIET)
+    request = order(regular["customer_id"], 75.0, order_id=f"same-{uuid.uuid4().hex[:8]}")
+    logged = run(service.score(request=request))
+    unlogged = run(quiet.score(request=request))
+    assert quiet.feature_logger is None
+    assert logged == unlogged
+
+    logger = service.feature_logger
+    assert logger is not None
+    before = logger.logged
+    run(service.warmup())  # scores a synthetic order: not live traffic
+    assert logger.logged == before
+    assert run(service.status())["feature_log"]["logged"] == before

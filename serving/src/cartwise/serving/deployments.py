@@ -92,6 +92,12 @@ class ModelServer:
     def _configure_server(self, config: dict[str, Any]) -> None:
         """Apply the replica's own user_config keys (batching, in subclasses)."""
 
+    def __del__(self) -> None:
+        # Serve's graceful shutdown: write what the service's feature log still buffers.
+        close = getattr(self.__dict__.get("_service"), "close", None)
+        if close is not None:
+            close()
+
     def __getattr__(self, name: str) -> Any:
         # Only called for names the server lacks: the service's public methods.
         if name.startswith("_"):

@@ -4,13 +4,19 @@
 registered before reference samples existed, an empty window): it returns a :class:`DriftCheck`
 with ``drift_share=None`` and a note saying why, so a scheduled flow can record the decision.
 :func:`capture` is what registration calls to give every new version its reference.
+
+The current features and predictions are the live ones serving logged (:mod:`feature_log`)
+when the log holds at least ``monitor_min_rows`` rows of the champion version in the window
+(``current_source="feature_log"``); otherwise the area adapter rebuilds them from the exported
+facts with point-in-time Feast reads (``current_source="offline"``). Quality always comes from
+the adapter: labels arrive with the facts, not with the requests.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -60,6 +66,9 @@ class DriftCheck:
     # The share of the (positive) permutation importance that sits on drifted features.
     importance_weighted_drift: float | None = None
     reference_quality: dict[str, float] = field(default_factory=dict)
+    # Where the current features and predictions came from: "feature_log" (the rows serving
+    # scored, see ``feature_log``) or "offline" (rebuilt by the area adapter from the facts).
+    current_source: str = "offline"
 
     def summary(self) -> dict[str, Any]:
         """Everything but the report bodies, JSON-ready."""
@@ -86,8 +95,10 @@ def _report_html(title: str, notes: list[str]) -> bytes:
     ).encode()
 
 
-def _json_bytes(check: DriftCheck, results: dict[str, Any] | None) -> bytes:
-    body = {**check.summary(), "evidently": results}
+def _json_bytes(
+    check: DriftCheck, results: dict[str, Any] | None, extra: dict[str, Any] | None = None
+) -> bytes:
+    body = {**check.summary(), **(extra or {}), "evidently": results}
     return json.dumps(body, default=_jsonable, allow_nan=False).encode()
 
 
@@ -130,7 +141,7 @@ def check(
     if window_days < 1:
         raise ValueError("window_days must be at least 1")
     spec = areas.spec(area)
-    area_adapter = adapter(area)
+    area_adapter = adapter(area, settings)
     notes: list[str] = []
     end = utc(now) if now is not None else area_adapter.data_end(source)
     start = end - pd.Timedelta(days=window_days)
@@ -153,10 +164,12 @@ def check(
         "notes": notes,
     }
 
+    extra: dict[str, Any] = {}
+
     def finish(result: DriftCheck, results: dict[str, Any] | None = None) -> DriftCheck:
         if not result.html:
             result.html = _report_html(f"{area} drift check", result.notes)
-        result.json = _json_bytes(result, _clean_json(results) if results else None)
+        result.json = _json_bytes(result, _clean_json(results) if results else None, extra)
         return result
 
     champion = tracking.current(spec.model_name, tracking.CHAMPION, settings=settings)
@@ -186,8 +199,34 @@ def check(
         base["n_features"] = len(current.features.columns)
         return finish(DriftCheck(**base))
     base["reference_rows"] = len(reference)
-    features = [c for c in reference.features.columns if c in current.features.columns]
-    missing = [c for c in reference.features.columns if c not in current.features.columns]
+    # Live rows from the feature log when there are enough of them, else the adapter's.
+    cur_features, cur_predictions = current.features, np.asarray(current.predictions)
+    live, log_info = _live_rows(
+        area,
+        spec.model_name,
+        version,
+        list(reference.features.columns),
+        log_end=utc(now) if now is not None else max(end, utc(datetime.now(UTC))),
+        window_days=window_days,
+        settings=settings,
+    )
+    extra["feature_log"] = log_info
+    if live is not None:
+        cur_features = live.drop(columns=[PREDICTION])
+        cur_predictions = live[PREDICTION].to_numpy(np.float64)
+        base["current_source"] = "feature_log"
+        base["current_rows"] = len(live)
+        extra["offline_rows"] = len(current)
+        notes.append(
+            f"live features from the feature log ({len(live)} rows) between "
+            f"{log_info['start']} and {log_info['end']}; quality from the offline store"
+        )
+    else:
+        notes.append(
+            f"features rebuilt from the offline store ({len(current)} rows): {log_info['reason']}"
+        )
+    features = [c for c in reference.features.columns if c in cur_features.columns]
+    missing = [c for c in reference.features.columns if c not in cur_features.columns]
     if missing:
         notes.append(f"features in the reference but not monitored now: {missing}")
     base["n_features"] = len(features)
@@ -196,10 +235,10 @@ def check(
         for k, v in reference.meta.items()
         if k.startswith("quality.") and isinstance(v, int | float)
     }
-    if len(current) < drift_mod.MIN_ROWS:
+    if len(cur_features) < drift_mod.MIN_ROWS:
         notes.append(
-            f"only {len(current)} rows between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M}: "
-            f"too few for a drift test (need {drift_mod.MIN_ROWS})"
+            f"only {len(cur_features)} rows between {start:%Y-%m-%d %H:%M} and "
+            f"{end:%Y-%m-%d %H:%M}: too few for a drift test (need {drift_mod.MIN_ROWS})"
         )
         base["features"] = {
             name: {
@@ -211,7 +250,7 @@ def check(
         }
         return finish(DriftCheck(**base))
     ref_frame = reference.features[features].assign(**{PREDICTION: reference.predictions.values})
-    cur_frame = current.features[features].assign(**{PREDICTION: current.predictions})
+    cur_frame = cur_features[features].assign(**{PREDICTION: cur_predictions})
     found = drift_mod.run(ref_frame, cur_frame, features=features, prediction=PREDICTION)
     base.update(
         drift_share=found.drift_share if np.isfinite(found.drift_share) else None,
@@ -234,6 +273,64 @@ def check(
     )
     base["importance_weighted_drift"] = weighted_drift(base["features"])
     return finish(DriftCheck(**base), found.results)
+
+
+def _live_rows(
+    area: str,
+    model_name: str,
+    version: int,
+    features: list[str],
+    *,
+    log_end: pd.Timestamp,
+    window_days: int,
+    settings: ModelSettings | None,
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The champion's logged rows of the window (features + prediction), if there are enough.
+
+    Returns ``(None, info)`` with ``info["reason"]`` when the offline rows must do: fewer than
+    ``monitor_min_rows`` logged rows of this model version, none of the reference features in
+    the log, or a log that could not be read.
+    """
+    from cartwise.models.monitoring import feature_log
+    from cartwise.models.settings import get_model_settings
+
+    resolved = settings or get_model_settings()
+    start = log_end - pd.Timedelta(days=window_days)
+    info: dict[str, Any] = {
+        "rows": 0,
+        "start": start.isoformat(),
+        "end": log_end.isoformat(),
+        "min_rows": int(resolved.monitor_min_rows),
+        "reason": None,
+    }
+    try:
+        logged = feature_log.read(
+            area, start, log_end + pd.Timedelta(microseconds=1), settings=resolved
+        )
+    except Exception as exc:  # storage down or unreadable files: fall back, say why
+        info["reason"] = f"the feature log could not be read ({type(exc).__name__}: {exc})"
+        return None, info
+    if not logged.empty:
+        mine = (logged["model_name"] == model_name) & (
+            pd.to_numeric(logged["model_version"], errors="coerce") == version
+        )
+        logged = logged[mine.fillna(False).astype(bool)].reset_index(drop=True)
+    info["rows"] = len(logged)
+    if len(logged) < info["min_rows"]:
+        info["reason"] = (
+            f"{len(logged)} rows in the feature log for {model_name} v{version} in the window, "
+            f"fewer than {info['min_rows']}"
+        )
+        return None, info
+    present = [name for name in features if name in logged.columns]
+    if not present:
+        info["reason"] = "the feature log holds none of the reference features"
+        return None, info
+    out = pd.DataFrame(
+        {name: pd.to_numeric(logged[name], errors="coerce").astype("float64") for name in present}
+    )
+    out[PREDICTION] = pd.to_numeric(logged["prediction"], errors="coerce").astype("float64")
+    return out, info
 
 
 def weighted_drift(features: dict[str, dict[str, Any]]) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import math
 import re
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from cartwise.features.settings import FeatureSettings
+    from cartwise.models.monitoring.feature_log import FeatureLogger
     from cartwise.models.settings import ModelSettings
     from cartwise.serving.runtime.cache import PredictionCache
     from cartwise.serving.runtime.features import OnlineFeatures
@@ -48,6 +50,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 # A variant is an alias, a version ("v3") or a baseline served without the model.
 _VARIANT = re.compile(r"^(v[1-9][0-9]{0,8}|[A-Za-z][A-Za-z0-9_-]{0,63})$")
 MAX_K = 100
+# Set while a service warms itself up: its synthetic calls are not live traffic to log.
+_NOT_LIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("cartwise_not_live", default=False)
 
 
 def check_int(
@@ -215,6 +219,8 @@ class ServiceBase:
         self._catalog: pd.DataFrame | None = None
         self._catalog_at = 0.0
         self._catalog_busy = False
+        self._feature_logger: FeatureLogger | None = None
+        self._feature_logger_built = False
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lazy parts
@@ -284,6 +290,52 @@ class ServiceBase:
 
                 self._features = OnlineFeatures(self.settings)
             return self._features
+
+    @property
+    def feature_logger(self) -> FeatureLogger | None:
+        """The feature log of what this service scores (None when ``feature_log_enabled`` is off
+        or the logger cannot be built)."""
+        if self._feature_logger_built:
+            return self._feature_logger
+        with self._lock:
+            if not self._feature_logger_built:
+                try:
+                    if self.model_settings.feature_log_enabled:
+                        from cartwise.models.monitoring.feature_log import FeatureLogger
+
+                        self._feature_logger = FeatureLogger(
+                            self.area, self.model_name, self.model_settings
+                        )
+                except Exception:
+                    log.warning("%s: no feature log", self.area, exc_info=True)
+                self._feature_logger_built = True
+            return self._feature_logger
+
+    def log_features(
+        self,
+        loaded: LoadedModel,
+        rows: Sequence[Mapping[str, Any]],
+        predictions: Sequence[float],
+        keys: Sequence[str | int | None],
+    ) -> None:
+        """Append scored rows to the feature log (a list append; never raises, never waits)."""
+        if _NOT_LIVE.get():
+            return
+        try:
+            logger = self.feature_logger
+            if logger is not None:
+                logger.log(loaded.version, rows, predictions, keys)
+        except Exception:
+            log.warning("%s: feature logging failed", self.area, exc_info=True)
+
+    def close(self) -> None:
+        """Write what the feature log still buffers (a replica's shutdown)."""
+        logger = self._feature_logger
+        if logger is not None:
+            try:
+                logger.close()
+            except Exception:
+                log.warning("%s: the last feature-log flush failed", self.area, exc_info=True)
 
     @property
     def engine(self) -> Engine:
@@ -447,6 +499,9 @@ class ServiceBase:
                 "features": None if self._features is None else self._features.status(),
                 "config": dict(self.config),
                 "catalog_products": None if self._catalog is None else len(self._catalog),
+                "feature_log": (
+                    None if self._feature_logger is None else self._feature_logger.stats()
+                ),
                 "started_at": self.started_at,
             }
         )
@@ -455,12 +510,15 @@ class ServiceBase:
     async def warmup(self) -> dict[str, Any]:
         """Load and prepare the champion now (e.g. in a replica's constructor); returns status."""
         await self.model(None)
+        token = _NOT_LIVE.set(True)
         try:
             # One real call opens what the first request would otherwise pay for under its
             # deadline: the Feast store, the database pool, the catalogue snapshot.
             await self.exercise()
         except Exception:
             log.warning("%s: warm-up call failed", type(self).__name__, exc_info=True)
+        finally:
+            _NOT_LIVE.reset(token)
         return await self.status()
 
     async def exercise(self) -> None:

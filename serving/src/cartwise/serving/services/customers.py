@@ -83,6 +83,13 @@ class CustomerService(ServiceBase):
             return conn.execute(stmt).first() is not None
 
     @staticmethod
+    def _logged_columns(frame: pd.DataFrame) -> list[str]:
+        """The numeric statistics of the input frame (the category lists are not logged)."""
+        from cartwise.models.customers import data as cdata
+
+        return [c for c in cdata.STATS if c in frame.columns]
+
+    @staticmethod
     def _found(row: dict[str, Any]) -> bool:
         from cartwise.models.customers import data as cdata
 
@@ -101,6 +108,13 @@ class CustomerService(ServiceBase):
             raise ValueError(f"unknown customer {customer_id}")
         frame = self._frame(rows or [{"customer_id": customer_id}])
         out = (await asyncio.to_thread(model.insights, frame)).iloc[0]
+        # The churn model's input statistics (the monitored features) and its answer.
+        self.log_features(
+            loaded,
+            frame[self._logged_columns(frame)].to_dict("records"),
+            [float(out["churn_probability"])],
+            [customer_id],
+        )
         body = {
             "customer_id": customer_id,
             "segment": int(out["segment"]),

@@ -138,7 +138,11 @@ class FraudService(ServiceBase):
         return fill_no_history(pd.DataFrame(rows, columns=list(scorer.features)))
 
     def _score(
-        self, scorer: FraudScorer, requests: list[dict[str, Any]], features: list[dict[str, Any]]
+        self,
+        scorer: FraudScorer,
+        requests: list[dict[str, Any]],
+        features: list[dict[str, Any]],
+        loaded: LoadedModel | None = None,
     ) -> list[dict[str, Any]]:
         frame = self._frame(scorer, requests, features)
         scored = scorer.score(frame, reasons=0)
@@ -171,6 +175,14 @@ class FraudService(ServiceBase):
                     "features": {name: frame.iloc[i][name] for name in scorer.features},
                     "thresholds": dict(scorer.thresholds),
                 }
+            )
+        if loaded is not None:
+            # What was answered, as scored: the model input rows and the risk.
+            self.log_features(
+                loaded,
+                frame.to_dict("records"),
+                [float(o["risk"]) for o in out],
+                [r["order_id"] for r in requests],
             )
         return [jsonable(o) for o in out]
 
@@ -206,7 +218,7 @@ class FraudService(ServiceBase):
             else:
                 features.append(found.get(member, {}))
                 member += 1
-        results = await asyncio.to_thread(self._score, scorer, checked, features)
+        results = await asyncio.to_thread(self._score, scorer, checked, features, loaded)
         return [answer(loaded, body) for body in results]
 
     async def score(self, *, request: dict[str, Any]) -> dict[str, Any]:
