@@ -111,6 +111,32 @@ def test_drift_share_over_its_threshold_is_a_breach() -> None:
     assert not rules.decide(_check("demand", share=0.5), other, now=NOW).breach
 
 
+def test_the_weighted_measure_ignores_drift_in_features_the_model_does_not_use() -> None:
+    thresholds = _thresholds(monitor_drift_measures={"fraud": "weighted"})
+    assert thresholds.drift_measure == "weighted"
+    # Half the features drift, but they carry a tenth of the importance: no breach.
+    minor = _check(share=0.5, drifted=("payment_attempts", "account_age_days"))
+    minor.importance_weighted_drift = 0.1
+    calm = rules.decide(minor, thresholds, now=NOW)
+    assert (calm.breach, calm.outcome) == (False, DecisionOutcome.no_drift)
+    assert calm.reason.startswith("importance-weighted drift 0.10 (drift share 0.50) within")
+    assert calm.numbers["drift_measure"] == "weighted"
+    # One drifting feature that carries most of the importance: a breach.
+    major = _check(share=0.25, drifted=("order_amount",))
+    major.importance_weighted_drift = 0.8
+    verdict = rules.decide(major, thresholds, now=NOW)
+    assert verdict.retrain
+    assert verdict.breach_reasons[0].startswith("importance-weighted drift 0.80")
+    # A version without importance falls back to the share of drifted features.
+    bare = _check(share=0.5, drifted=("payment_attempts", "account_age_days"))
+    assert rules.decide(bare, thresholds, now=NOW).breach_reasons == [
+        "drift share 0.50 (2/4 features) over the threshold 0.30"
+    ]
+    # The same checks under the default measure: the share decides.
+    assert rules.decide(minor, _thresholds(), now=NOW).breach
+    assert not rules.decide(major, _thresholds(), now=NOW).breach
+
+
 def test_quality_below_its_floor_or_above_its_ceiling_is_a_breach() -> None:
     thresholds = _thresholds()
     low = rules.decide(_check(quality={"recall": 0.4, "precision": 0.9}), thresholds, now=NOW)

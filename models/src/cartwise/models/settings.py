@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -58,6 +59,12 @@ class ModelSettings(Settings):
     # CARTWISE_MONITOR_DRIFT_THRESHOLDS='{"fraud": 0.3}' (areas left out keep the default).
     monitor_drift_thresholds: dict[str, float] = Field(default_factory=dict)
     monitor_default_drift_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    # area -> which drift number is held against the threshold: "share" (of drifted features)
+    # or "weighted" (the share of the champion's permutation importance that sits on drifted
+    # features, so drift in features the model ignores does not retrain it; a version without
+    # importance falls back to the share).
+    monitor_drift_measures: dict[str, Literal["share", "weighted"]] = Field(default_factory=dict)
+    monitor_default_drift_measure: Literal["share", "weighted"] = "share"
     # area -> {metric: bound}: a floor, or a ceiling for the error metrics in CEILING_METRICS
     # (WAPE). Measured only where labels have arrived; merged over DEFAULT_QUALITY_FLOORS.
     monitor_quality_floors: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -92,6 +99,10 @@ class ModelSettings(Settings):
     def drift_threshold(self, area: str) -> float:
         """The area's drift-share threshold (its own, else the default)."""
         return float(self.monitor_drift_thresholds.get(area, self.monitor_default_drift_threshold))
+
+    def drift_measure(self, area: str) -> Literal["share", "weighted"]:
+        """Which drift number breaches for the area (its own, else the default)."""
+        return self.monitor_drift_measures.get(area, self.monitor_default_drift_measure)
 
     def quality_floors(self, area: str) -> dict[str, float]:
         """The area's quality bounds: the defaults overridden metric by metric."""

@@ -74,6 +74,9 @@ class Thresholds:
     min_rows: int = 200
     cooldown: timedelta = timedelta(hours=24)
     ceilings: frozenset[str] = frozenset({"wape", "mae", "rmse"})
+    # "share": the share of drifted features breaches; "weighted": the share of importance on
+    # drifted features (the share when the version has no importance).
+    drift_measure: str = "share"
 
     @classmethod
     def for_area(cls, area: str, settings: ModelSettings) -> Thresholds:
@@ -86,12 +89,14 @@ class Thresholds:
             min_rows=settings.monitor_min_rows,
             cooldown=timedelta(hours=settings.retrain_cooldown_hours),
             ceilings=CEILING_METRICS,
+            drift_measure=settings.drift_measure(area),
         )
 
     def as_numbers(self) -> dict[str, Any]:
         """The limits as JSON-ready numbers (recorded with every decision)."""
         return {
             "drift_share_threshold": self.drift_share,
+            "drift_measure": self.drift_measure,
             "quality_floors": dict(self.quality_floors),
             "ceiling_metrics": sorted(self.ceilings & set(self.quality_floors)),
             "min_rows": self.min_rows,
@@ -175,7 +180,16 @@ def breach_reasons(check: CheckLike, thresholds: Thresholds) -> list[str]:
     """Why the check breaches its area's limits; empty when it does not."""
     reasons: list[str] = []
     share = check.drift_share
-    if _finite(share) and share is not None and share > thresholds.drift_share:
+    weighted = getattr(check, "importance_weighted_drift", None)
+    if thresholds.drift_measure == "weighted" and _finite(weighted):
+        assert weighted is not None
+        if weighted > thresholds.drift_share:
+            reasons.append(
+                f"importance-weighted drift {weighted:.2f} (the share of the model's importance "
+                f"on its {check.drifted_features} drifted features) over the threshold "
+                f"{thresholds.drift_share:.2f}"
+            )
+    elif _finite(share) and share is not None and share > thresholds.drift_share:
         reasons.append(
             f"drift share {share:.2f} ({check.drifted_features}/{check.n_features} features) "
             f"over the threshold {thresholds.drift_share:.2f}"
@@ -261,11 +275,18 @@ def decide(
         quality = f"; {', '.join(measured)} within bounds" if measured else ""
         if measured and unjudged:
             quality = f"; quality not judged ({unjudged})"
-        return verdict(
-            DecisionOutcome.no_drift,
-            f"drift share {check.drift_share:.2f} within the threshold "
-            f"{thresholds.drift_share:.2f}{quality}",
-        )
+        weighted = getattr(check, "importance_weighted_drift", None)
+        if thresholds.drift_measure == "weighted" and _finite(weighted):
+            drift = (
+                f"importance-weighted drift {weighted:.2f} (drift share "
+                f"{check.drift_share:.2f}) within the threshold {thresholds.drift_share:.2f}"
+            )
+        else:
+            drift = (
+                f"drift share {check.drift_share:.2f} within the threshold "
+                f"{thresholds.drift_share:.2f}"
+            )
+        return verdict(DecisionOutcome.no_drift, f"{drift}{quality}")
     last = last_retraining(history)
     if last is not None and not force:
         since = now - last.created_at
