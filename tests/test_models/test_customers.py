@@ -339,22 +339,3 @@ def test_register_and_load_by_alias(trained: Trained, model_settings: Any) -> No
 
 
 # ---------------------------------------------------------------------- tune and gate
-
-
-@pytest.mark.slow
-def test_tune_registers_a_challenger_and_the_gate_scores_it(
-    synth_source: Any, model_settings: Any, ray_session: None
-) -> None:
-    from cartwise.models import areas, tracking
-    from cartwise.models.customers import tune
-
-    result = tune.run(synth_source, budget="demo", tune_samples=2, seed=0, settings=model_settings)
-    assert result.version == 1
-    assert "churn_pr_auc" in result.metrics
-    runs = tracking.client(model_settings).search_runs(
-        [tracking.experiment("customers", model_settings)], filter_string="tags.kind = 'trial'"
-    )
-    assert len(runs) >= 2
-    decision = areas.evaluate("customers", synth_source, settings=model_settings)
-    assert tracking.current("customers", "champion", settings=model_settings) is not None
-    assert decision is not None

@@ -420,26 +420,3 @@ def test_persistence_through_the_registry(
     assert np.allclose(got[predictor.columns].to_numpy(), expected[predictor.columns].to_numpy())
     with pytest.raises(ValueError):
         loaded.predict(pd.DataFrame({"product_id": ["x"]}))
-
-
-@pytest.mark.slow
-def test_tune_registers_a_challenger_and_the_gate_evaluates(
-    synth_source: Any, model_settings: Any, ray_session: None
-) -> None:
-    from cartwise.models import areas, tracking
-    from cartwise.models.demand import tune
-
-    trained = tune.run(synth_source, budget="demo", tune_samples=2, seed=0, settings=model_settings)
-    assert trained.model_name == "demand"
-    assert trained.version == 1
-    runs = tracking.client(model_settings).search_runs(
-        [tracking.experiment("demand", model_settings)], filter_string="tags.kind = 'trial'"
-    )
-    assert len(runs) >= 2
-    decision = areas.evaluate("demand", synth_source, settings=model_settings)
-    assert decision.outcome == "first_champion"
-    assert decision.metric == "wape"
-    assert decision.challenger_score is not None
-    assert 0 < decision.challenger_score < 1.5
-    loaded = tracking.load("demand", "champion", settings=model_settings)
-    assert loaded.predictor.history_end == data.read_panel(synth_source).end

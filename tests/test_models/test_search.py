@@ -233,31 +233,3 @@ def test_malformed_input_is_refused(fitted: Any, call: Any, message: str) -> Non
     predictor, _ = fitted
     with pytest.raises(ValueError, match=message):
         call(predictor)
-
-
-@pytest.mark.slow
-def test_tune_registers_a_challenger_and_the_gate_scores_it(
-    synth_source: Any, model_settings: Any, ray_session: None
-) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from cartwise.models import areas, tracking
-    from cartwise.models.search import tune
-
-    trained = tune.run(synth_source, budget="demo", tune_samples=2, settings=model_settings)
-    assert trained.metrics["val_mrr_at_10"] > 0
-    assert trained.info["trials"] >= 2
-    client = MlflowClient(model_settings.tracking_uri)
-    experiment = client.get_experiment_by_name("search")
-    assert experiment is not None
-    trials = client.search_runs([experiment.experiment_id], filter_string="tags.kind = 'trial'")
-    assert len(trials) >= 2
-    current = tracking.current("search", "challenger", settings=model_settings)
-    assert current is not None
-    assert int(current.version) == trained.version
-    assert current.tags["feature_service"] == "search_rank_v1"
-    decision = areas.evaluate("search", synth_source, settings=model_settings)
-    assert decision.metric == "mrr_at_10"
-    assert decision.challenger_score is not None
-    assert decision.challenger_score > 0
-    assert decision.promoted  # no champion yet: the first challenger is promoted
