@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,7 @@ import pytest
 
 from cartwise.models.monitoring import feature_log
 from cartwise.models.monitoring.feature_log import FeatureLogger
+from tests.test_models.shop_registry import copy_registry, shop_source
 
 
 def _settings(tmp_path: Path, **extra: Any) -> Any:
@@ -242,6 +241,34 @@ def test_read_returns_the_window_across_day_partitions(tmp_path: Path, clock: Cl
     assert set(feature_log.META_COLUMNS) <= set(empty.columns)
 
 
+def test_prune_deletes_whole_days_older_than_the_retention(tmp_path: Path, clock: Clock) -> None:
+    settings = _settings(tmp_path)
+    start = clock.wall
+    for area in ("fraud", "customers"):
+        clock.wall = start
+        logger = FeatureLogger(area, area, settings, now=clock.now, background=False)
+        for _ in range(3):  # Nov 30, Dec 1, Dec 2 (23:00 each)
+            logger.log(1, [{"x": 1.0}], [0.5], ["k"])
+            logger.flush()
+            clock.advance(24 * 3600)
+    assert len(_files(tmp_path)) + len(_files(tmp_path, "customers")) == 6
+    now = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+
+    # Two days back from Dec 3 01:00 is Dec 1 01:00: Nov 30 goes, Dec 1 (partly inside) stays.
+    deleted = feature_log.prune(2, settings, now=now)
+    assert sorted(k.split("/")[1:3] for k in deleted) == [
+        ["customers", "date=2026-11-30"],
+        ["fraud", "date=2026-11-30"],
+    ]
+    for area in ("fraud", "customers"):
+        left = sorted(p.parent.name for p in _files(tmp_path, area))
+        assert left == ["date=2026-12-01", "date=2026-12-02"]
+    assert len(feature_log.read("fraud", "2026-11-01", now, settings)) == 2
+    assert feature_log.prune(2, settings, now=now) == []  # a re-run deletes nothing more
+    with pytest.raises(ValueError, match="retention_days"):
+        feature_log.prune(0, settings, now=now)
+
+
 def feature_log_storage(settings: Any) -> Any:
     from cartwise.platform.storage import get_storage
 
@@ -250,50 +277,19 @@ def feature_log_storage(settings: Any) -> Any:
 
 # ---------------------------------------------------------------------- the drift check
 
-_PATH_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-    ("model_versions", "storage_location"),
-)
-
 
 @pytest.fixture
 def registry(trained_shop: Any, tmp_path: Path) -> Iterator[Any]:
     """Model settings on a copy of the shop's MLflow store, with storage in tmp_path."""
     import mlflow
 
-    from cartwise.models.settings import ModelSettings
-
-    var = tmp_path / "shopvar"
-    var.mkdir()
-    shutil.copy(trained_shop.var_dir / "mlflow.db", var / "mlflow.db")
-    shutil.copytree(trained_shop.var_dir / "mlartifacts", var / "mlartifacts")
-    with sqlite3.connect(var / "mlflow.db") as db:
-        for table, column in _PATH_COLUMNS:
-            db.execute(
-                f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?)',  # noqa: S608
-                (str(trained_shop.var_dir), str(var)),
-            )
-    yield ModelSettings(
-        env="test", var_dir=var, log_level="WARNING", code_version="test", monitor_min_rows=200
-    )
+    yield copy_registry(trained_shop, tmp_path / "shopvar", monitor_min_rows=200)
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
 
 
 def _source(shop: Any) -> Any:
-    from cartwise.features import store
-    from cartwise.features.settings import FeatureSettings
-    from cartwise.models.source import Source
-    from cartwise.pipelines.training import ground_truth_dir
-
-    settings = FeatureSettings(**shop.overrides())
-    return Source(
-        facts_dir=settings.exports_dir,
-        store=store.get_store(settings),
-        truth_dir=ground_truth_dir(settings),
-    )
+    return shop_source(shop)
 
 
 def _with_reference(source: Any, settings: Any) -> tuple[int, Any]:

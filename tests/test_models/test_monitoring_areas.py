@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cartwise.models import monitoring
+from tests.test_models.shop_registry import copy_registry, shop_source
 
 pytestmark = pytest.mark.slow
-
-# Where MLflow keeps absolute paths of a store's artifacts.
-_PATH_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-    ("model_versions", "storage_location"),
-)
 
 
 @pytest.fixture
@@ -31,35 +23,13 @@ def registry(trained_shop: Any, tmp_path: Path) -> Any:
     """Model settings on a copy of the shop's MLflow store: new artifacts land in tmp_path."""
     import mlflow
 
-    from cartwise.models.settings import ModelSettings
-
-    var = tmp_path / "var"
-    var.mkdir()
-    shutil.copy(trained_shop.var_dir / "mlflow.db", var / "mlflow.db")
-    shutil.copytree(trained_shop.var_dir / "mlartifacts", var / "mlartifacts")
-    with sqlite3.connect(var / "mlflow.db") as db:
-        for table, column in _PATH_COLUMNS:
-            db.execute(
-                f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?)',  # noqa: S608
-                (str(trained_shop.var_dir), str(var)),
-            )
-    yield ModelSettings(env="test", var_dir=var, log_level="WARNING", code_version="test")
+    yield copy_registry(trained_shop, tmp_path / "var")
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
 
 
 def _source(shop: Any, facts_dir: Path | None = None) -> Any:
-    from cartwise.features import store
-    from cartwise.features.settings import FeatureSettings
-    from cartwise.models.source import Source
-    from cartwise.pipelines.training import ground_truth_dir
-
-    settings = FeatureSettings(**shop.overrides())
-    return Source(
-        facts_dir=facts_dir or settings.exports_dir,
-        store=store.get_store(settings),
-        truth_dir=ground_truth_dir(settings),
-    )
+    return shop_source(shop, facts_dir)
 
 
 def _shift_orders(exports: Path, target: Path, *, since: pd.Timestamp, factor: float) -> None:

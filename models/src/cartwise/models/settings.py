@@ -87,6 +87,8 @@ class ModelSettings(Settings):
     feature_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
     # Most rows a replica buffers; past it the oldest are dropped (and counted).
     feature_log_max_rows: int = Field(default=50_000, ge=1)
+    # Days of feature-log partitions ``monitor-drift`` keeps (older ones are deleted).
+    feature_log_retention_days: int = Field(default=30, ge=1)
 
     @field_validator("monitor_drift_thresholds")
     @classmethod

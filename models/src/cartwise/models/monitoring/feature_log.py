@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -404,4 +405,53 @@ def read(
     return frame[keep].sort_values("logged_at", kind="stable").reset_index(drop=True)
 
 
-__all__ = ["META_COLUMNS", "PREFIX", "FeatureLogger", "day_keys", "read"]
+# ---------------------------------------------------------------------- retention
+
+
+def _all_keys(storage: Storage, prefix: str) -> list[str]:
+    """Every log file below ``prefix``, all areas and days."""
+    from cartwise.platform.storage import LocalStorage
+
+    if isinstance(storage, LocalStorage):
+        folder = Path(storage.root) / prefix
+        if not folder.is_dir():
+            return []
+        root = Path(storage.root)
+        return sorted(p.relative_to(root).as_posix() for p in folder.rglob("*.parquet"))
+    return _list_keys(storage, prefix)  # S3 lists recursively by prefix
+
+
+def prune(
+    retention_days: int,
+    settings: ModelSettings | None = None,
+    *,
+    storage: Storage | None = None,
+    now: Any = None,
+) -> list[str]:
+    """Delete the log files of every day older than ``retention_days`` (whole UTC days before
+    ``now - retention_days``, every area); returns the deleted keys.
+
+    The drift check reads the last ``monitor_window_days``: a retention at least that long
+    never removes rows a check still needs.
+    """
+    if retention_days < 1:
+        raise ValueError("retention_days must be at least 1")
+    if storage is None:
+        from cartwise.models.settings import get_model_settings
+        from cartwise.platform.storage import get_storage
+
+        storage = get_storage(settings or get_model_settings())
+    cutoff = _utc(now if now is not None else datetime.now(UTC)) - timedelta(days=retention_days)
+    deleted: list[str] = []
+    for key in _all_keys(storage, f"{PREFIX}/"):
+        found = _DAY.search(key)
+        if found is None or date.fromisoformat(found.group(1)) >= cutoff.date():
+            continue
+        storage.delete(key)
+        deleted.append(key)
+    return deleted
+
+
+_DAY = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
+
+__all__ = ["META_COLUMNS", "PREFIX", "FeatureLogger", "day_keys", "prune", "read"]

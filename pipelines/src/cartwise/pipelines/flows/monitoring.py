@@ -444,12 +444,30 @@ def monitor_drift(
     settings = _settings()
     days = window_days or settings.monitor_window_days
     now = datetime.now(UTC)
-    return {
+    results = {
         name: monitor_area(
             name, window_days=days, now=now, budget=budget, tune_samples=tune_samples, force=force
         )
         for name in monitored_areas(area)
     }
+    # Never shorter than the window the checks read.
+    prune_feature_logs_task(max(settings.feature_log_retention_days, days), now)
+    return results
+
+
+@task(
+    name="prune-feature-logs", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NONE
+)
+def prune_feature_logs_task(retention_days: int, now: datetime) -> int:
+    """Delete feature-log partitions older than the retention; returns how many files."""
+    from cartwise.models.monitoring import feature_log
+
+    deleted = feature_log.prune(retention_days, _settings(), now=now)
+    if deleted:
+        _log().info(
+            "deleted %d feature-log file(s) older than %d days", len(deleted), retention_days
+        )
+    return len(deleted)
 
 
 def monitored_areas(area: str) -> list[str]:
