@@ -117,6 +117,42 @@ def test_a_baseline_variant_searches_bm25_only(service: Any) -> None:
     assert all(item["matched"] == ["chair"] for item in out["items"])
 
 
+def test_a_first_page_logs_the_rankers_input_for_its_top_result(service: Any, model: Any) -> None:
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from cartwise.models.monitoring import feature_log
+    from cartwise.models.search.predict import FEATURES
+
+    logger = service.feature_logger
+    assert logger is not None
+    before = logger.logged
+    # A price limit no other test used: the answer is computed, not read from the cache.
+    limit = {"max_price": 10_000 + uuid.uuid4().int % 1_000_000}
+    out = run(service.search(q="chiar", k=5, filters=limit))
+    assert out["mode"] == "ranked"
+    assert out["items"]
+    assert logger.logged == before + 1
+    # A later page and a BM25 baseline are not what the ranker monitoring compares: not logged.
+    run(service.search(q="chiar", k=5, offset=5, filters=limit))
+    run(service.search(q="chiar", k=5, variant="baseline:bm25", filters=limit))
+    assert logger.logged == before + 1
+
+    assert logger.flush()
+    now = datetime.now(UTC)
+    frame = feature_log.read(
+        "search", now - timedelta(hours=1), now + timedelta(minutes=5), service.model_settings
+    )
+    row = frame[frame["key"] == "chair"].iloc[-1]  # keyed by the corrected query
+    assert int(row["model_version"]) == out["model"]["version"]
+    assert row["prediction"] == pytest.approx(out["items"][0]["score"])
+    # The logged features are the ranker's input: scoring them again gives the logged score.
+    x = np.asarray([[float(row[name]) for name in FEATURES]])
+    assert model.predictor.rank_scores(x)[0] == pytest.approx(row["prediction"])
+
+
 def test_suggest_completes_prefixes_without_feast(overrides: dict[str, Any]) -> None:
     from cartwise.serving.services.search import SearchService
 

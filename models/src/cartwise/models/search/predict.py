@@ -571,8 +571,15 @@ class SearchPredictor:
         return out
 
     def _score(
-        self, corrected: str, vector: np.ndarray | None, mode: str, allowed: np.ndarray | None
+        self,
+        corrected: str,
+        vector: np.ndarray | None,
+        mode: str,
+        allowed: np.ndarray | None,
+        trace: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates and their scores; ``trace`` (ranked mode) receives the ranker's input
+        matrix ``x`` with its ``index`` and ``scores`` (what the feature log records)."""
         if mode == "bm25":
             bm = self.bm25_scores(tokenize(corrected))
             index = np.flatnonzero(bm > 0)
@@ -587,7 +594,11 @@ class SearchPredictor:
         index, base = self.candidates(corrected, vector, allowed)
         if mode == "hybrid" or self.ranker is None:
             return index, base[:, 4]
-        return index, self.rank_scores(self.features(index, base, corrected))
+        x = self.features(index, base, corrected)
+        scores = self.rank_scores(x)
+        if trace is not None:
+            trace.update(index=index, x=x, scores=scores)
+        return index, scores
 
     def predict(self, data: Any) -> pd.DataFrame:
         """pyfunc: a frame with ``query`` (and optional ``k``) → one row per (query, rank).

@@ -106,8 +106,14 @@ class SearchService(ServiceBase):
         filters: dict[str, Any],
         allowed: list[int] | None,
         mode: str,
+        loaded: LoadedModel | None = None,
     ) -> dict[str, Any]:
-        """One search: the predictor's pipeline with live prices, stock and ``allowed``."""
+        """One search: the predictor's pipeline with live prices, stock and ``allowed``.
+
+        With ``loaded`` (a live request), a first page of ranked results logs the ranker's
+        features of the top result and its score to the feature log (what drift monitoring of
+        search compares with the reference).
+        """
         from cartwise.models.search.data import normalize_query, tokenize
 
         price, stocked, active = self._live(predictor, catalog)
@@ -127,15 +133,20 @@ class SearchService(ServiceBase):
             mask = live if mask is None else mask & live
         corrected = predictor.speller.correct(q)
         vector = predictor.embed([corrected])[0] if mode != "bm25" else None
+        trace: dict[str, Any] | None = (
+            {} if loaded is not None and mode == "ranked" and offset == 0 else None
+        )
         if mask is not None and not mask.any():
             index, scores = np.zeros(0, dtype=np.int64), np.zeros(0)
         else:
-            index, scores = predictor._score(corrected, vector, mode, mask)
+            index, scores = predictor._score(corrected, vector, mode, mask, trace)
         if mask is not None and len(index):
             keep = mask[index]
             index, scores = index[keep], scores[keep]
         order = np.lexsort((index, -scores))
         page = order[offset : offset + k]
+        if trace and loaded is not None and len(index):
+            self._log_top(loaded, trace, int(index[order[0]]), corrected)
         tokens = set(tokenize(corrected))
         changed = corrected != normalize_query(q)
         body: dict[str, Any] = {
@@ -156,6 +167,21 @@ class SearchService(ServiceBase):
         if self.config["facets"]:
             body["facets"] = self._facets(predictor, index, price, stocked)
         return body
+
+    def _log_top(
+        self, loaded: LoadedModel, trace: dict[str, Any], top: int, corrected: str
+    ) -> None:
+        """Log the ranker's input row of the top result and its score (the monitored pair)."""
+        from cartwise.models.search.predict import FEATURES
+
+        at = np.flatnonzero(np.asarray(trace["index"]) == top)
+        if len(at) == 0:
+            return
+        row = np.asarray(trace["x"])[int(at[0])]
+        score = float(np.asarray(trace["scores"])[int(at[0])])
+        self.log_features(
+            loaded, [dict(zip(FEATURES, map(float, row), strict=True))], [score], [corrected]
+        )
 
     @staticmethod
     def _live(
@@ -248,7 +274,9 @@ class SearchService(ServiceBase):
         }
 
         def compute() -> dict[str, Any]:
-            return self._run(predictor, catalog, q, k, offset, predictor_filters, allowed, mode)
+            return self._run(
+                predictor, catalog, q, k, offset, predictor_filters, allowed, mode, loaded
+            )
 
         body, hit = await self.cached(loaded, "search", key, compute)
         return answer(loaded, body, hit)
