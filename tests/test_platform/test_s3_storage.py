@@ -6,6 +6,7 @@ import io
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -74,6 +75,31 @@ def test_s3_storage_roundtrip(s3_endpoint: str, bucket: str) -> None:
     storage.delete(key)  # deleting a missing key is fine
     with pytest.raises(ValueError, match="invalid storage key"):
         storage.put("../escape", b"x", "text/plain")
+
+
+def test_both_adapters_list_keys_under_a_prefix(
+    s3_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    from cartwise.platform.storage import LocalStorage, S3Storage
+
+    adapters = [
+        S3Storage(bucket, endpoint_url=s3_endpoint, create_bucket=True, **KEYS),
+        LocalStorage(tmp_path / "media"),
+    ]
+    for storage in adapters:
+        assert storage.list("logs/") == []
+        for key in ("logs/a/date=1/x.parquet", "logs/a/date=2/y.parquet", "logs/b/z.parquet"):
+            storage.put(key, b"1", "application/octet-stream")
+        storage.put("other/q.txt", b"2", "text/plain")
+        assert storage.list("logs/") == [
+            "logs/a/date=1/x.parquet",
+            "logs/a/date=2/y.parquet",
+            "logs/b/z.parquet",
+        ]
+        assert storage.list("logs/a/date=2/") == ["logs/a/date=2/y.parquet"]
+        storage.delete("logs/b/z.parquet")
+        assert storage.list("logs/b/") == []
+        assert "other/q.txt" in storage.list("")
 
 
 def test_s3_storage_public_url(s3_endpoint: str, bucket: str) -> None:

@@ -27,6 +27,9 @@ class Storage(Protocol):
     def url(self, key: str) -> str:
         """A URL a client can fetch the object from."""
 
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (recursively), sorted."""
+
 
 def _safe_key(key: str) -> str:
     parts = [p for p in key.split("/") if p]
@@ -67,6 +70,20 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         """Whether the file exists."""
         return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        """Every file key under ``prefix`` (recursively), sorted; temporary files left out."""
+        root = self.root.resolve()
+        base = root / _safe_key(prefix) if prefix.strip("/") else root
+        if base.is_file():
+            return [base.relative_to(root).as_posix()]
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        )
 
     def url(self, key: str) -> str:
         """The app-relative URL."""
@@ -162,6 +179,14 @@ class S3Storage:
             ExpiresIn=self.presign_seconds,
         )
         return url
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (S3 lists by prefix, so recursively), sorted."""
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.lstrip("/")):
+            keys += [str(item["Key"]) for item in page.get("Contents", [])]
+        return sorted(keys)
 
 
 _storages: dict[str, Storage] = {}

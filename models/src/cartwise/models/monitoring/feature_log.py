@@ -41,7 +41,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -330,30 +329,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _list_keys(storage: Storage, prefix: str) -> list[str]:
-    """Keys under ``prefix`` (the storage port has no listing: local folder or S3)."""
-    from cartwise.platform.storage import LocalStorage, S3Storage
-
-    if isinstance(storage, LocalStorage):
-        folder = Path(storage.root) / prefix
-        if not folder.is_dir():
-            return []
-        return sorted(
-            f"{prefix}{p.name}"
-            for p in folder.iterdir()
-            if p.is_file() and p.name.endswith(".parquet")
-        )
-    if isinstance(storage, S3Storage):
-        keys: list[str] = []
-        paginator = storage.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=storage.bucket, Prefix=prefix):
-            keys += [
-                str(o["Key"]) for o in page.get("Contents", []) if o["Key"].endswith(".parquet")
-            ]
-        return sorted(keys)
-    lister = getattr(storage, "list", None)
-    if callable(lister):
-        return sorted(str(k) for k in lister(prefix) if str(k).endswith(".parquet"))
-    raise TypeError(f"cannot list the keys of a {type(storage).__name__}")
+    """The log files under ``prefix`` (recursively)."""
+    return [key for key in storage.list(prefix) if key.endswith(".parquet")]
 
 
 def _utc(value: Any) -> pd.Timestamp:
@@ -408,19 +385,6 @@ def read(
 # ---------------------------------------------------------------------- retention
 
 
-def _all_keys(storage: Storage, prefix: str) -> list[str]:
-    """Every log file below ``prefix``, all areas and days."""
-    from cartwise.platform.storage import LocalStorage
-
-    if isinstance(storage, LocalStorage):
-        folder = Path(storage.root) / prefix
-        if not folder.is_dir():
-            return []
-        root = Path(storage.root)
-        return sorted(p.relative_to(root).as_posix() for p in folder.rglob("*.parquet"))
-    return _list_keys(storage, prefix)  # S3 lists recursively by prefix
-
-
 def prune(
     retention_days: int,
     settings: ModelSettings | None = None,
@@ -443,7 +407,7 @@ def prune(
         storage = get_storage(settings or get_model_settings())
     cutoff = _utc(now if now is not None else datetime.now(UTC)) - timedelta(days=retention_days)
     deleted: list[str] = []
-    for key in _all_keys(storage, f"{PREFIX}/"):
+    for key in _list_keys(storage, f"{PREFIX}/"):
         found = _DAY.search(key)
         if found is None or date.fromisoformat(found.group(1)) >= cutoff.date():
             continue
