@@ -182,7 +182,8 @@ def test_fallback_rule_reviews_big_or_rapid_orders() -> None:
     big = fallback_assessment(_request(str(FALLBACK_REVIEW_AMOUNT)), reason="timeout")
     assert (big.decision, big.fallback, big.reason) == ("review", True, "timeout")
     assert big.risk == 0.5
-    assert [r["feature"] for r in big.reasons] == ["order_amount"]
+    assert [r["feature"] for r in big.reasons] == ["order_amount", "model"]
+    assert big.reasons[-1]["text"] == "fraud model not used: timeout"
     rapid = fallback_assessment(_request("20.00", velocity=FALLBACK_VELOCITY))
     assert rapid.decision == "review"
     assert [r["feature"] for r in rapid.reasons] == ["orders_last_hour"]

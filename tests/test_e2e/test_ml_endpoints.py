@@ -230,29 +230,38 @@ def test_staff_insights_and_planning(serve_app: ServeApp) -> None:
 def test_checkout_is_scored_by_the_fraud_model(serve_app: ServeApp) -> None:
     catalog = [p for p in _catalog(serve_app) if p["available"] > 5]
     with httpx.Client(base_url=serve_app.url, timeout=30) as http:
-        _, shopper = _register(http, "buyer")
-        cart_id = http.post("/api/v1/carts", headers=shopper).json()["id"]
-        r = http.post(
-            f"/api/v1/carts/{cart_id}/items",
-            json={"sku": catalog[0]["sku"], "quantity": 1},
-            headers=shopper,
-        )
-        assert r.status_code == 200, r.text
-        r = http.post(
-            "/api/v1/checkout",
-            json={"cart_id": cart_id, "shipping_address": ADDRESS},
-            headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
-        )
-        # An ordinary one-line order of a new account is never blocked.
-        assert r.status_code == 201, r.text
-        order_id = r.json()["order"]["id"]
         admin = _admin(http, serve_app)
-        order = http.get(f"/api/v1/orders/{order_id}", headers=admin).json()
-        risk = order["risk"]
-        assert risk["decision"] in ("allow", "review")
-        assert risk["fallback"] is False
+        _, shopper = _register(http, "buyer")
+        # The scorer has a 0.25 s deadline; on a loaded machine one call may miss it, which
+        # the fallback rule answers (and says so). A deadline miss may be retried, twice at
+        # most; any other fallback (an error, no model) fails the test.
+        for attempt in range(3):
+            cart_id = http.post("/api/v1/carts", headers=shopper).json()["id"]
+            r = http.post(
+                f"/api/v1/carts/{cart_id}/items",
+                json={"sku": catalog[attempt]["sku"], "quantity": 1},
+                headers=shopper,
+            )
+            assert r.status_code == 200, r.text
+            r = http.post(
+                "/api/v1/checkout",
+                json={"cart_id": cart_id, "shipping_address": ADDRESS},
+                headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            # An ordinary one-line order of a new account is never blocked.
+            assert r.status_code == 201, r.text
+            order_id = r.json()["order"]["id"]
+            order = http.get(f"/api/v1/orders/{order_id}", headers=admin).json()
+            risk = order["risk"]
+            assert risk["decision"] in ("allow", "review"), risk
+            if not risk["fallback"]:
+                break
+            assert risk["reasons"][-1]["text"] == "fraud model not used: timeout", risk
+        assert risk["fallback"] is False, risk
         assert risk["model_version"]
         assert 0.0 <= risk["score"] <= 1.0
+        assert risk["reasons"]
+        assert all(r["feature"] != "model" for r in risk["reasons"])
         mine = http.get(f"/api/v1/orders/{order_id}", headers=shopper).json()
         assert mine.get("risk") is None
 

@@ -160,6 +160,11 @@ def fallback_assessment(
                 f"{FALLBACK_VELOCITY} orders in the last hour",
             }
         )
+    if reason:
+        # Stored with the order: staff see why the model did not decide.
+        reasons.append(
+            {"feature": "model", "contribution": None, "text": f"fraud model not used: {reason}"}
+        )
     risk = min(1.0, 0.5 * max(amount_ratio, velocity_ratio, 0.0))
     return RiskAssessment(
         risk=round(risk, 4),
