@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -344,15 +346,98 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def trained_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A generated shop in PostgreSQL with all five areas trained and promoted (see
-    ``tests/trained_shop.py``); ``CARTWISE_TEST_SHOP_DIR`` keeps it between runs."""
-    from tests import trained_shop as shops
+# Tests that need the trained shop, or the session's Ray, run after all the others (each
+# module whole, in its usual order), so the shop can build in the background meanwhile: its
+# build is a chain of `cartwise` subprocesses, minutes of work that would otherwise stall the
+# session at the first test that needs it.
+LATE_FIXTURES = frozenset({"trained_shop", "ray_session"})
 
-    keep = os.environ.get("CARTWISE_TEST_SHOP_DIR")
-    root = Path(keep) if keep else tmp_path_factory.mktemp("shop")
-    shop = shops.build(root, keep=bool(keep))
-    yield shop
-    if not keep:
-        shops.drop(shop)
+
+@dataclass
+class _ShopBuild:
+    """The session's trained-shop build, started at collection time in a thread."""
+
+    root: Path
+    keep: bool
+    control: Any
+    thread: Any = None
+    shop: Any = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        import threading
+
+        from tests import trained_shop as shops
+
+        def work() -> None:
+            try:
+                self.shop = shops.build(self.root, keep=self.keep, control=self.control)
+            except BaseException as exc:  # handed to the fixture, raised there
+                self.error = exc
+
+        self.thread = threading.Thread(target=work, name="trained-shop", daemon=True)
+        self.thread.start()
+
+    def result(self) -> Any:
+        self.thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"the trained shop could not be built: {self.error}") from (
+                self.error
+            )
+        return self.shop
+
+    def stop(self) -> None:
+        """At the end of the session: cancel a build still running, drop an unused shop."""
+        from tests import trained_shop as shops
+
+        self.control.cancel()
+        self.thread.join(timeout=60)
+        if self.shop is not None and not self.keep:
+            shops.drop(self.shop)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+_SHOP_BUILD: dict[str, _ShopBuild] = {}
+
+
+def _needs(item: pytest.Item, names: frozenset[str]) -> bool:
+    return bool(names & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only what will run counts
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the modules that need the shop or Ray last; start building the shop now."""
+    late = {item.path for item in items if _needs(item, LATE_FIXTURES)}
+    items[:] = [i for i in items if i.path not in late] + [i for i in items if i.path in late]
+    wanted = any(_needs(item, frozenset({"trained_shop"})) for item in items)
+    if wanted and not config.option.collectonly and "shop" not in _SHOP_BUILD:
+        from tests import trained_shop as shops
+
+        keep = os.environ.get("CARTWISE_TEST_SHOP_DIR")
+        root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="cw-shop-"))
+        build = _ShopBuild(root, bool(keep), shops.Build())
+        build.start()
+        _SHOP_BUILD["shop"] = build
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    build = _SHOP_BUILD.pop("shop", None)
+    if build is not None:
+        build.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_shop() -> Any:
+    """A generated shop in PostgreSQL with all five areas trained and promoted (see
+    ``tests/trained_shop.py``), built in the background from collection time on;
+    ``CARTWISE_TEST_SHOP_DIR`` keeps it between runs."""
+    build = _SHOP_BUILD.get("shop")
+    if build is None:  # collected without the hook (a plugin reordering, say): build now
+        from tests import trained_shop as shops
+
+        build = _ShopBuild(Path(tempfile.mkdtemp(prefix="cw-shop-")), False, shops.Build())
+        build.start()
+        _SHOP_BUILD["shop"] = build
+    # The shop is dropped in pytest_sessionfinish, after every session fixture is done.
+    return build.result()

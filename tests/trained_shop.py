@@ -10,10 +10,12 @@ database is dropped at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -105,8 +107,15 @@ def drop(shop: TrainedShop) -> None:
     _admin(f'DROP DATABASE IF EXISTS "{shop.database}" WITH (FORCE)')
 
 
-def build(root: Path, *, keep: bool = False) -> TrainedShop:
-    """Build the shop under ``root`` (reuse it if ``keep`` and a finished one is there)."""
+class Cancelled(RuntimeError):
+    """The build was stopped by :meth:`Build.cancel`."""
+
+
+def build(root: Path, *, keep: bool = False, control: Build | None = None) -> TrainedShop:
+    """Build the shop under ``root`` (reuse it if ``keep`` and a finished one is there).
+
+    ``control`` (a :class:`Build`) can stop the build from another thread.
+    """
     root.mkdir(parents=True, exist_ok=True)
     marker = root / "ready.json"
     if keep and marker.exists():
@@ -130,17 +139,16 @@ def build(root: Path, *, keep: bool = False) -> TrainedShop:
     cli = Path(sys.executable).with_name("cartwise")
     log = root / "build.log"
     timings: dict[str, float] = {}
+    control = control or Build()
     try:
         with log.open("w") as out:
             for step in STEPS:
                 started = time.monotonic()
-                done = subprocess.run(
-                    [str(cli), *step], env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-                )
+                returncode = control.run([str(cli), *step], env=env, out=out)
                 timings[" ".join(step[:2])] = round(time.monotonic() - started, 1)
-                if done.returncode != 0:
+                if returncode != 0:
                     raise RuntimeError(
-                        f"cartwise {' '.join(step)} failed ({done.returncode}); "
+                        f"cartwise {' '.join(step)} failed ({returncode}); "
                         f"log: {log}\n{log.read_text()[-3000:]}"
                     )
     except BaseException:
@@ -148,3 +156,43 @@ def build(root: Path, *, keep: bool = False) -> TrainedShop:
         raise
     marker.write_text(json.dumps({"database": database, "timings": timings}, indent=2))
     return shop
+
+
+class Build:
+    """Runs the build's steps one subprocess at a time; :meth:`cancel` stops it from anywhere."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._cancelled = False
+
+    def run(self, argv: list[str], *, env: dict[str, str], out: Any) -> int:
+        """Run one step to its end; raises :class:`Cancelled` once cancelled."""
+        with self._lock:
+            if self._cancelled:
+                raise Cancelled("the shop build was cancelled")
+            self._process = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        returncode = self._process.wait()
+        with self._lock:
+            self._process = None
+            if self._cancelled:
+                raise Cancelled("the shop build was cancelled")
+        return returncode
+
+    def cancel(self) -> None:
+        """Stop the running step (and its Ray, in its process group) and any later one."""
+        with self._lock:
+            self._cancelled = True
+            process = self._process
+        if process is not None and process.poll() is None:
+            import signal
+
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
