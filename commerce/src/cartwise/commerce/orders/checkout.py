@@ -251,14 +251,7 @@ def _place_order(
                 slug="quantity-limit",
                 sku=line.variant.sku,
             )
-    subtotal = _subtotal(lines)
-    voucher: Voucher | None = None
-    discount = ZERO
-    if data.voucher_code is not None:
-        voucher, discount = vouchers.validate_voucher(
-            session=session, code=data.voucher_code, subtotal=subtotal
-        )
-    totals = compute_totals(settings=settings, subtotal=subtotal, discount=discount)
+    voucher, totals = _price(session, settings, data, lines)
     email = _email_for(session, data, principal)
     address = _address_for(session, data, principal)
 
@@ -339,6 +332,20 @@ def _place_order(
 
 def _subtotal(lines: list[carts.CartLine]) -> Decimal:
     return sum((quantize(quantize(ln.variant.price) * ln.item.quantity) for ln in lines), ZERO)
+
+
+def _price(
+    session: Session, settings: Settings, data: CheckoutRequest, lines: list[carts.CartLine]
+) -> tuple[Voucher | None, Totals]:
+    """The voucher (validated against the subtotal) and the order's money, for these lines."""
+    subtotal = _subtotal(lines)
+    voucher: Voucher | None = None
+    discount = ZERO
+    if data.voucher_code is not None:
+        voucher, discount = vouchers.validate_voucher(
+            session=session, code=data.voucher_code, subtotal=subtotal
+        )
+    return voucher, compute_totals(settings=settings, subtotal=subtotal, discount=discount)
 
 
 def _risk_detail(assessment: RiskAssessment) -> dict[str, Any]:
@@ -454,13 +461,7 @@ def _preview_request(
     lines = carts.cart_lines(session, cart.id)
     if not lines:
         raise Unprocessable("The cart is empty.", slug="empty-cart")
-    subtotal = _subtotal(lines)
-    discount = ZERO
-    if data.voucher_code is not None:
-        _, discount = vouchers.validate_voucher(
-            session=session, code=data.voucher_code, subtotal=subtotal
-        )
-    totals = compute_totals(settings=settings, subtotal=subtotal, discount=discount)
+    _, totals = _price(session, settings, data, lines)
     email = _email_for(session, data, principal)
     address = _address_for(session, data, principal)
     customer_id = principal.subject if principal is not None else None
