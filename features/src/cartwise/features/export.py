@@ -114,15 +114,42 @@ def _outcomes() -> Any:
     return union_all(reviews, chargebacks).subquery("order_outcomes")
 
 
+def purchase_order_lines_query() -> Select[Any]:
+    """Every purchase-order line in the ``purchase_orders`` fact's columns, oldest order first.
+
+    A line without a product id of its own takes its variant's. Staff routes read the same
+    query live (supplier scores, reorder suggestions) that the export writes to Parquet.
+    """
+    po, pol, v = _t(PurchaseOrder), _t(PurchaseOrderLine), _t(Variant)
+    return (
+        select(
+            pol.c.purchase_order_id.label("po_id"),
+            po.c.supplier_id,
+            func.coalesce(pol.c.product_id, v.c.product_id).label("product_id"),
+            pol.c.sku,
+            po.c.status,
+            pol.c.quantity_ordered,
+            pol.c.quantity_received,
+            pol.c.unit_cost,
+            po.c.placed_at,
+            po.c.expected_at,
+            po.c.received_at,
+            po.c.updated_at,
+        )
+        .join(po, po.c.id == pol.c.purchase_order_id)
+        .outerjoin(v, v.c.id == pol.c.variant_id)
+        .order_by(po.c.placed_at, pol.c.purchase_order_id, pol.c.id)
+    )
+
+
 def _facts() -> dict[str, _Fact]:
-    o, ol, ev, pay, mv, po, pol = (
+    o, ol, ev, pay, mv, po = (
         _t(Order),
         _t(OrderLine),
         _t(ShopperEvent),
         _t(Payment),
         _t(StockMovement),
         _t(PurchaseOrder),
-        _t(PurchaseOrderLine),
     )
     oc = _outcomes()
     return {
@@ -208,24 +235,7 @@ def _facts() -> dict[str, _Fact]:
             True,
         ),
         "purchase_orders": _Fact(
-            lambda: (
-                select(
-                    pol.c.purchase_order_id.label("po_id"),
-                    po.c.supplier_id,
-                    pol.c.product_id,
-                    pol.c.sku,
-                    po.c.status,
-                    pol.c.quantity_ordered,
-                    pol.c.quantity_received,
-                    pol.c.unit_cost,
-                    po.c.placed_at,
-                    po.c.expected_at,
-                    po.c.received_at,
-                    po.c.updated_at,
-                )
-                .join(po, po.c.id == pol.c.purchase_order_id)
-                .order_by(po.c.placed_at, pol.c.purchase_order_id, pol.c.id)
-            ),
+            purchase_order_lines_query,
             po.c.placed_at,
             po.c.updated_at,
             False,

@@ -22,7 +22,7 @@ from cartwise.commerce.customers.models import User
 from cartwise.commerce.deps import IntId, StaffDep
 from cartwise.commerce.inventory.models import StockLevel
 from cartwise.commerce.orders.models import Order
-from cartwise.commerce.suppliers.models import PurchaseOrder, PurchaseOrderLine, Supplier
+from cartwise.commerce.suppliers.models import Supplier
 from cartwise.platform.errors import PROBLEM_RESPONSES, NotFound
 from cartwise.serving.routes.common import (
     AREAS,
@@ -291,33 +291,10 @@ def purchase_order_lines(session: Session) -> Any:
     """Every purchase-order line in the shape of the ``purchase_orders`` fact (a DataFrame)."""
     import pandas as pd
 
+    from cartwise.features.export import purchase_order_lines_query
     from cartwise.models.demand.suppliers import PO_COLUMNS
 
-    po, pol, v = (
-        PurchaseOrder.__table__,  # type: ignore[attr-defined]
-        PurchaseOrderLine.__table__,  # type: ignore[attr-defined]
-        Variant.__table__,  # type: ignore[attr-defined]
-    )
-    stmt = (
-        select(
-            pol.c.purchase_order_id.label("po_id"),
-            po.c.supplier_id,
-            func.coalesce(pol.c.product_id, v.c.product_id).label("product_id"),
-            pol.c.sku,
-            po.c.status,
-            pol.c.quantity_ordered,
-            pol.c.quantity_received,
-            pol.c.unit_cost,
-            po.c.placed_at,
-            po.c.expected_at,
-            po.c.received_at,
-            po.c.updated_at,
-        )
-        .join(po, po.c.id == pol.c.purchase_order_id)
-        .outerjoin(v, v.c.id == pol.c.variant_id)
-        .order_by(po.c.placed_at, pol.c.purchase_order_id, pol.c.id)
-    )
-    frame = pd.DataFrame(session.execute(stmt).all(), columns=PO_COLUMNS)
+    frame = pd.DataFrame(session.execute(purchase_order_lines_query()).all(), columns=PO_COLUMNS)
     frame["unit_cost"] = frame["unit_cost"].astype(float)
     return frame
 
