@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, func, select, update
 
 from cartwise.commerce.catalog.models import Product, ProductStatus, Variant
 from cartwise.commerce.inventory import service as inventory
-from cartwise.commerce.inventory.models import StockLevel
+from cartwise.commerce.inventory.models import StockLevel, StockReservation
 from cartwise.commerce.orders.models import Order
+from cartwise.platform.types import utcnow
 
 ADDRESS: dict[str, str] = {
     "full_name": "Ann Shopper",
@@ -114,3 +116,23 @@ def checkout_body(cart_id: str, **extra: Any) -> dict[str, Any]:
     }
     body.update(extra)
     return body
+
+
+def place_order(client: TestClient, headers: dict[str, str], sku: str, quantity: int = 1) -> str:
+    """A signed-in shopper's new cart with one line, checked out; returns the order id."""
+    cart_id = user_cart(client, headers)
+    add_item(client, cart_id, headers, sku, quantity)
+    r = client.post("/api/v1/checkout", json=checkout_body(cart_id), headers=headers)
+    assert r.status_code == 201, r.text
+    order_id: str = r.json()["order"]["id"]
+    return order_id
+
+
+def expire_reservations(session: Session, order_id: str) -> None:
+    """Make the order's stock reservations a minute past their expiry (committed)."""
+    session.execute(
+        update(StockReservation)
+        .where(col(StockReservation.order_id) == order_id)
+        .values(expires_at=utcnow() - timedelta(minutes=1))
+    )
+    session.commit()

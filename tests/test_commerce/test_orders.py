@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cartwise.commerce.inventory.models import MovementReason, StockMovement, StockReservation
@@ -14,24 +12,17 @@ from cartwise.commerce.orders.models import OrderTransition
 from cartwise.commerce.orders.service import expire_pending_orders
 from cartwise.commerce.outbox.models import OutboxEvent
 from cartwise.commerce.payments.models import Payment
-from cartwise.platform.types import utcnow
 from tests.conftest import Account, assert_problem
 from tests.test_commerce.factories import (
-    add_item,
-    checkout_body,
+    expire_reservations,
     make_variant,
+    place_order,
     stock_of,
-    user_cart,
 )
 
 
 def _order_for(client: TestClient, account: Account, sku: str, quantity: int = 1) -> str:
-    cart_id = user_cart(client, account.headers)
-    add_item(client, cart_id, account.headers, sku, quantity)
-    r = client.post("/api/v1/checkout", json=checkout_body(cart_id), headers=account.headers)
-    assert r.status_code == 201, r.text
-    order_id: str = r.json()["order"]["id"]
-    return order_id
+    return place_order(client, account.headers, sku, quantity)
 
 
 def _events(session: Session, order_id: str) -> list[str]:
@@ -217,12 +208,7 @@ def test_expired_reservations_cancel_pending_orders(
     stale = _order_for(client, customer, variant.sku, 2)
     fresh = _order_for(client, customer, variant.sku, 3)
     assert stock_of(session, variant.sku) == (10, 5)
-    session.execute(
-        update(StockReservation)
-        .where(col(StockReservation.order_id) == stale)
-        .values(expires_at=utcnow() - timedelta(minutes=1))
-    )
-    session.commit()
+    expire_reservations(session, stale)
     assert expire_pending_orders(session=session) == 1
     assert stock_of(session, variant.sku) == (10, 3)
     mine = {

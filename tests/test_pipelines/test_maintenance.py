@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
-from cartwise.commerce.inventory.models import StockReservation
 from cartwise.commerce.orders.models import Order
-from cartwise.platform.types import utcnow
 from tests.conftest import Account
-from tests.test_commerce.factories import add_item, checkout_body, make_variant, stock_of, user_cart
+from tests.test_commerce.factories import expire_reservations, make_variant, place_order, stock_of
 
 pytestmark = [pytest.mark.integration]
 
 
-def _order_for(client: TestClient, account: Account, sku: str, quantity: int) -> str:
-    cart_id = user_cart(client, account.headers)
-    add_item(client, cart_id, account.headers, sku, quantity)
-    r = client.post("/api/v1/checkout", json=checkout_body(cart_id), headers=account.headers)
-    assert r.status_code == 201, r.text
-    order_id: str = r.json()["order"]["id"]
-    return order_id
+def _order_for(client: TestClient, account: Account, sku: str, quantity: int = 1) -> str:
+    return place_order(client, account.headers, sku, quantity)
 
 
 def test_flow_releases_expired_reservations_and_a_rerun_changes_nothing(
@@ -41,12 +32,7 @@ def test_flow_releases_expired_reservations_and_a_rerun_changes_nothing(
     stale = _order_for(client, customer, variant.sku, 4)
     fresh = _order_for(client, customer, variant.sku, 1)
     assert stock_of(session, variant.sku) == (10, 5)
-    session.execute(
-        update(StockReservation)
-        .where(col(StockReservation.order_id) == stale)
-        .values(expires_at=utcnow() - timedelta(minutes=1))
-    )
-    session.commit()
+    expire_reservations(session, stale)
     overrides = {"database_url": settings.database_url, "var_dir": str(settings.var_dir)}
 
     assert release_expired_reservations(overrides=overrides) == {"released": 1}
