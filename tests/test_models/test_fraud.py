@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from cartwise.models.fraud import data as fraud_data
-from cartwise.models.fraud.calibrate import threshold_for_precision
+from cartwise.models.fraud.calibrate import review_threshold, threshold_for_precision
 from cartwise.models.fraud.metrics import brier, pr_auc, recall_at_fpr
 from cartwise.models.fraud.predict import FraudScorer
 from cartwise.models.fraud.train import train, trainset
@@ -112,6 +112,23 @@ def test_threshold_for_precision_is_the_lowest_cut_reaching_the_target() -> None
     assert threshold_for_precision(y, risk, 0.8, min_flagged=3) == pytest.approx(risk[4])
     assert threshold_for_precision(y, risk, 1.0, min_flagged=3) == pytest.approx(risk[2])
     assert math.isinf(threshold_for_precision(y, risk, 1.0, min_flagged=4))
+
+
+def test_review_falls_back_to_the_desks_capacity_when_no_cut_is_precise_enough() -> None:
+    rng = np.random.default_rng(3)
+    risk = rng.random(1000)
+    # Fraud scattered at random: no cut reaches 50 % precision.
+    y = (rng.random(1000) < 0.03).astype(float)
+    assert math.isinf(threshold_for_precision(y, risk, 0.5, min_flagged=3))
+    threshold, rule = review_threshold(y, risk, 0.5, min_flagged=3, rate=0.02)
+    assert rule == "capacity"
+    assert (risk >= threshold).sum() == 20  # the riskiest 2 %
+    # Without a capacity, nothing is reviewed; with a precise cut, the cut wins.
+    assert review_threshold(y, risk, 0.5, rate=0.0) == (math.inf, "precision")
+    precise = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
+    ranked = np.linspace(1.0, 0.1, 10)
+    threshold, rule = review_threshold(precise, ranked, 0.8, rate=0.5)
+    assert (threshold, rule) == (pytest.approx(ranked[4]), "precision")
 
 
 # ---------------------------------------------------------------------- training rows
@@ -217,7 +234,12 @@ def test_thresholds_honour_the_target_precision_on_validation(
     assert thresholds["review"] <= thresholds["block"]
     risk = scorer.risk(valid.x)
     assert math.isfinite(thresholds["review"])
+    assert scorer.info["review_rule"] in {"precision", "capacity"}
     for name, target in (("review", 0.5), ("block", 0.9)):
+        if name == "review" and scorer.info["review_rule"] == "capacity":
+            # No cut reached the target: the riskiest 2 % are reviewed instead.
+            assert (risk >= thresholds["review"]).mean() <= 0.05
+            continue
         if math.isfinite(thresholds[name]):
             flagged = risk >= thresholds[name]
             assert flagged.sum() >= 3

@@ -68,4 +68,27 @@ def threshold_for_precision(
     return float(rs[np.flatnonzero(ok).max()])
 
 
-__all__ = ["fit_logistic", "sigmoid", "stack_inputs", "threshold_for_precision"]
+def review_threshold(
+    y: np.ndarray, risk: np.ndarray, precision: float, *, min_flagged: int = 3, rate: float = 0.0
+) -> tuple[float, str]:
+    """The review threshold and the rule that set it: ``"precision"`` or ``"capacity"``.
+
+    The lowest risk whose flagged set reaches ``precision`` (see
+    :func:`threshold_for_precision`). When none does (a young shop, few labelled frauds), a
+    review desk still looks at the riskiest ``rate`` share of orders: the risk at that
+    quantile. ``rate`` 0 keeps ``inf`` (never review) then.
+    """
+    threshold = threshold_for_precision(y, risk, precision, min_flagged=min_flagged)
+    risk = np.asarray(risk, dtype=np.float64)
+    if math.isfinite(threshold) or rate <= 0 or len(risk) == 0:
+        return threshold, "precision"
+    return float(np.quantile(risk, 1.0 - rate, method="higher")), "capacity"
+
+
+__all__ = [
+    "fit_logistic",
+    "review_threshold",
+    "sigmoid",
+    "stack_inputs",
+    "threshold_for_precision",
+]

@@ -20,6 +20,7 @@ import torch
 
 from cartwise.models.fraud.calibrate import (
     fit_logistic,
+    review_threshold,
     sigmoid,
     stack_inputs,
     threshold_for_precision,
@@ -47,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "review_precision": 0.5,
     "block_precision": 0.9,
     "min_flagged": 3,
+    # When no threshold reaches review_precision on validation, review this share of orders
+    # (the riskiest) instead of none: a review desk's capacity. Blocking still needs precision.
+    "review_rate": 0.02,
     "seed": 0,
     "threads": 1,
 }
@@ -80,6 +84,8 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("lr, ae_lr and pos_weight must be positive")
     if not 0 < float(merged["review_precision"]) <= float(merged["block_precision"]) <= 1:
         raise ValueError("need 0 < review_precision <= block_precision <= 1")
+    if not 0 <= float(merged["review_rate"]) < 1:
+        raise ValueError("review_rate must be in [0, 1)")
     return merged
 
 
@@ -135,8 +141,14 @@ def build_scorer(
         "val_pr_auc_autoencoder": pr_auc(y, error),
     }
     if len(np.unique(y)) < 2:
-        # No fraud in validation: keep the classifier alone, uncalibrated, and never block.
+        # No fraud in validation: keep the classifier alone, uncalibrated, and never block;
+        # review the riskiest review_rate share (the capacity rule; no precision to aim at).
         probe.stack_coef = np.array([1.0, 0.0])
+        review, rule = review_threshold(
+            np.zeros(len(y)), sigmoid(logit), 1.0, rate=float(cfg["review_rate"])
+        )
+        probe.thresholds = {"review": review, "block": math.inf}
+        probe.info["review_rule"] = rule
         metrics["val_pr_auc"] = math.nan
         return probe, metrics
     l2 = float(cfg["stack_l2"])
@@ -147,10 +159,15 @@ def build_scorer(
     block = threshold_for_precision(
         y, risk, float(cfg["block_precision"]), min_flagged=int(cfg["min_flagged"])
     )
-    review = threshold_for_precision(
-        y, risk, float(cfg["review_precision"]), min_flagged=int(cfg["min_flagged"])
+    review, rule = review_threshold(
+        y,
+        risk,
+        float(cfg["review_precision"]),
+        min_flagged=int(cfg["min_flagged"]),
+        rate=float(cfg["review_rate"]),
     )
     probe.thresholds = {"review": min(review, block), "block": block}
+    probe.info["review_rule"] = rule
     metrics["val_brier"] = brier(y, risk)
     metrics["val_brier_uncalibrated"] = brier(y, sigmoid(logit))
     return probe, metrics

@@ -128,8 +128,15 @@ def run(
         seed=seed,
         budget=budget,
         started=started,
-        tags={"thresholds": repr(scorer.thresholds)},
-        info={"best_config": result.best_config, "thresholds": dict(scorer.thresholds)},
+        tags={
+            "thresholds": repr(scorer.thresholds),
+            "review_rule": str(scorer.info.get("review_rule", "precision")),
+        },
+        info={
+            "best_config": result.best_config,
+            "thresholds": dict(scorer.thresholds),
+            "review_rule": scorer.info.get("review_rule", "precision"),
+        },
         settings=settings,
     )
 
