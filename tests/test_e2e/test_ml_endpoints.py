@@ -17,7 +17,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.test_e2e.conftest import ServeApp
-from tests.test_e2e.test_shopper_journey import ADDRESS, _login, _problem, _register
+from tests.test_e2e.test_shopper_journey import (
+    _login,
+    _problem,
+    _register,
+    check_out_one,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -236,18 +241,7 @@ def test_checkout_is_scored_by_the_fraud_model(serve_app: ServeApp) -> None:
         # the fallback rule answers (and says so). A deadline miss may be retried, four times
         # at most; any other fallback (an error, no model) fails the test.
         for attempt in range(5):
-            cart_id = http.post("/api/v1/carts", headers=shopper).json()["id"]
-            r = http.post(
-                f"/api/v1/carts/{cart_id}/items",
-                json={"sku": catalog[attempt]["sku"], "quantity": 1},
-                headers=shopper,
-            )
-            assert r.status_code == 200, r.text
-            r = http.post(
-                "/api/v1/checkout",
-                json={"cart_id": cart_id, "shipping_address": ADDRESS},
-                headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
-            )
+            r = check_out_one(http, shopper, catalog[attempt]["sku"])
             # An ordinary one-line order of a new account is never blocked.
             assert r.status_code == 201, r.text
             order_id = r.json()["order"]["id"]

@@ -34,6 +34,7 @@ import redis
 import yaml
 
 from tests.test_e2e.conftest import E2E_REDIS_URL
+from tests.test_e2e.test_shopper_journey import check_out_one
 from tests.trained_shop import TrainedShop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -376,20 +377,7 @@ def test_shopper_journey_over_http(cluster: Cluster, trained_shop: TrainedShop) 
         assert found.json()["items"], f"nothing found for {word!r}"
 
         variant = next(v for v in product["variants"] if v["available"] > 0)
-        cart = http.post("/api/v1/carts", headers=shopper)
-        assert cart.status_code in (200, 201), cart.text
-        cart_id = cart.json()["id"]
-        r = http.post(
-            f"/api/v1/carts/{cart_id}/items",
-            json={"sku": variant["sku"], "quantity": 1},
-            headers=shopper,
-        )
-        assert r.status_code == 200, r.text
-        r = http.post(
-            "/api/v1/checkout",
-            json={"cart_id": cart_id, "shipping_address": ADDRESS},
-            headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
-        )
+        r = check_out_one(http, shopper, variant["sku"], ADDRESS)
         assert r.status_code == 201, r.text
         order_id = r.json()["order"]["id"]
         # Staff see the fraud check checkout stored with the order.

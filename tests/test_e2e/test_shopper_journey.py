@@ -41,6 +41,24 @@ def _register(http: httpx.Client, label: str) -> tuple[str, dict[str, str]]:
     return email, _login(http, email, password)
 
 
+def check_out_one(
+    http: httpx.Client, shopper: dict[str, str], sku: str, address: dict[str, str] = ADDRESS
+) -> httpx.Response:
+    """A new cart holding one unit of ``sku``, checked out with a fresh idempotency key."""
+    cart = http.post("/api/v1/carts", headers=shopper)
+    assert cart.status_code in (200, 201), cart.text
+    cart_id = cart.json()["id"]
+    r = http.post(
+        f"/api/v1/carts/{cart_id}/items", json={"sku": sku, "quantity": 1}, headers=shopper
+    )
+    assert r.status_code == 200, r.text
+    return http.post(
+        "/api/v1/checkout",
+        json={"cart_id": cart_id, "shipping_address": address},
+        headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
 def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

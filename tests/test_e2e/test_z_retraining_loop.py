@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,7 +44,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from tests.test_e2e.conftest import ServeApp
 from tests.test_e2e.test_ml_endpoints import _catalog
-from tests.test_e2e.test_shopper_journey import ADDRESS, _login, _register
+from tests.test_e2e.test_shopper_journey import _login, _register, check_out_one
 
 pytestmark = pytest.mark.e2e
 
@@ -258,16 +257,7 @@ def _scored_version(http: httpx.Client, sku: str, admin: dict[str, str]) -> str 
     background), so this both nudges the reload and reads what is served.
     """
     _, shopper = _register(http, "drift")
-    cart_id = http.post("/api/v1/carts", headers=shopper).json()["id"]
-    r = http.post(
-        f"/api/v1/carts/{cart_id}/items", json={"sku": sku, "quantity": 1}, headers=shopper
-    )
-    assert r.status_code == 200, r.text
-    r = http.post(
-        "/api/v1/checkout",
-        json={"cart_id": cart_id, "shipping_address": ADDRESS},
-        headers={**shopper, "Idempotency-Key": uuid.uuid4().hex},
-    )
+    r = check_out_one(http, shopper, sku)
     if r.status_code != 201:  # held or blocked by the new model: try again with another order
         return None
     order = http.get(f"/api/v1/orders/{r.json()['order']['id']}", headers=admin).json()
