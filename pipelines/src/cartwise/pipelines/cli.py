@@ -883,8 +883,13 @@ class _FlowsBeside:
             time.sleep(1)
         return False
 
-    def start_flows(self, console: Any, *, paused: bool = False) -> list[str]:
-        """Start ``cartwise flows serve`` against the server; the lines the panel shows."""
+    def start_flows(
+        self, console: Any, *, paused: bool = False, only: list[str] | None = None
+    ) -> list[str]:
+        """Start ``cartwise flows serve`` against the server; the lines the panel shows.
+
+        ``only`` serves just these flows or deployments (``--only``); the demo serves all.
+        """
         import sys
 
         with console.status("waiting for the Prefect server..."):
@@ -899,6 +904,7 @@ class _FlowsBeside:
         env = self._env()
         env["PREFECT_API_URL"] = self.api_url
         argv = [sys.executable, "-m", "cartwise.pipelines.cli", "flows", "serve"]
+        argv += [arg for name in only or () for arg in ("--only", name)]
         self._spawn("flows-serve", [*argv, "--paused"] if paused else argv, env)
         ui = self.ui_url if not self.external else self.api_url.removesuffix("/api")
         if self.settings.mail_backend == "smtp":
