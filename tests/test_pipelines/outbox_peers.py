@@ -10,7 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
 
 
 def free_port() -> int:
@@ -93,3 +97,34 @@ def webhook_server() -> Iterator[HookSink]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def shipped_order_shop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order_id: str, email_to: str
+) -> Engine:
+    """A SQLite shop holding one ``order.shipped`` outbox event, set as the process's
+    ``CARTWISE_*`` environment (file mail under ``tmp_path/var/mail``) for the flow processes
+    the test starts; returns its engine (the caller disposes of it)."""
+    from sqlmodel import Session
+
+    from cartwise.commerce.outbox.models import emit
+    from cartwise.commerce.tables import metadata
+    from cartwise.platform.db import make_engine
+
+    db = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = make_engine(db)
+    metadata.create_all(engine)
+    with Session(engine) as s:
+        emit(s, "order", order_id, "order.shipped", {"order_id": order_id, "email": email_to})
+        s.commit()
+    env = {
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "CARTWISE_DATABASE_URL": db,
+        "CARTWISE_VAR_DIR": str(tmp_path / "var"),
+        "CARTWISE_REDIS_URL": "",
+        "CARTWISE_MAIL_BACKEND": "file",
+        "CARTWISE_MAIL_FROM": "shop@cartwise.test",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return engine

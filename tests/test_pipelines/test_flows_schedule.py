@@ -66,32 +66,14 @@ def test_the_every_minute_schedule_runs_process_outbox_without_anybody_asking(
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from rich.console import Console
 
-    from cartwise.commerce.outbox.models import OutboxEvent, emit
-    from cartwise.commerce.tables import metadata
+    from cartwise.commerce.outbox.models import OutboxEvent
     from cartwise.pipelines.cli import _FlowsBeside
-    from cartwise.platform.db import make_engine
     from cartwise.platform.settings import Settings
-    from tests.test_pipelines.outbox_peers import free_port
+    from tests.test_pipelines.outbox_peers import free_port, shipped_order_shop
 
-    db = f"sqlite:///{tmp_path / 'shop.db'}"
-    engine = make_engine(db)
-    metadata.create_all(engine)
-    with Session(engine) as s:
-        emit(s, "order", "o7", "order.shipped", {"order_id": "o7", "email": "bob@example.com"})
-        s.commit()
-
+    engine = shipped_order_shop(tmp_path, monkeypatch, "o7", "bob@example.com")
     # No API configured: like `cartwise demo`, start a Prefect server (with its services).
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    env = {
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "CARTWISE_DATABASE_URL": db,
-        "CARTWISE_VAR_DIR": str(tmp_path / "var"),
-        "CARTWISE_REDIS_URL": "",
-        "CARTWISE_MAIL_BACKEND": "file",
-        "CARTWISE_MAIL_FROM": "shop@cartwise.test",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
     console = Console(file=io.StringIO(), width=200)
     beside = _FlowsBeside(Settings(), port=free_port())
     logs = beside.logs

@@ -124,32 +124,15 @@ def test_flows_serve_registers_deployments_and_runs_process_outbox(
     from prefect.settings import get_current_settings
     from rich.console import Console
 
-    from cartwise.commerce.outbox.models import OutboxEvent, emit
-    from cartwise.commerce.tables import metadata
+    from cartwise.commerce.outbox.models import OutboxEvent
     from cartwise.pipelines.cli import _FlowsBeside, _serve_panel_lines
-    from cartwise.platform.db import make_engine
     from cartwise.platform.settings import Settings
+    from tests.test_pipelines.outbox_peers import shipped_order_shop
 
-    db = f"sqlite:///{tmp_path / 'shop.db'}"
-    engine = make_engine(db)
-    metadata.create_all(engine)
-    with Session(engine) as s:
-        emit(s, "order", "o1", "order.shipped", {"order_id": "o1", "email": "ann@example.com"})
-        s.commit()
-
+    engine = shipped_order_shop(tmp_path, monkeypatch, "o1", "ann@example.com")
     api_url = get_current_settings().api.url
     assert api_url
-    env = {
-        "PREFECT_API_URL": api_url,
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "CARTWISE_DATABASE_URL": db,
-        "CARTWISE_VAR_DIR": str(tmp_path / "var"),
-        "CARTWISE_REDIS_URL": "",
-        "CARTWISE_MAIL_BACKEND": "file",
-        "CARTWISE_MAIL_FROM": "shop@cartwise.test",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
     console = Console(file=io.StringIO(), width=200)
     beside = _FlowsBeside(Settings())
     beside.start_server(console)  # an API is configured: no server of its own
