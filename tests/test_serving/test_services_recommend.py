@@ -433,3 +433,180 @@ def test_reconfigure_follows_another_alias_and_status_reports_it(
     assert run(service.recommend(k=3, variant="v1"))["model"]["version"] == 1
     with pytest.raises(ValueError, match="unknown recommend config"):
         service.reconfigure({"alais": "champion"})
+
+
+# ---------------------------------------------------------------------- the feature log
+
+
+def _logged(settings: Any, keys: list[int], since: datetime) -> Any:
+    """The recommend feature-log rows logged since ``since`` with these customer ids as keys."""
+    from datetime import timedelta
+
+    from cartwise.models.monitoring import feature_log
+
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    frame = feature_log.read("recommend", since, end, settings)
+    return frame[frame["key"].isin([str(k) for k in keys])]
+
+
+def _profiles(service: Any, customers: list[int]) -> list[dict[str, Any]]:
+    """The ``recommend_v1`` rows of these customers that have statistics."""
+    rows = service.features.get("recommend_v1", [{"customer_id": c} for c in customers])
+    return [r for r in rows if r.get("orders_lifetime") is not None]
+
+
+def _expected(rec: Any, online: dict[str, Any]) -> tuple[dict[str, float], float]:
+    """A customer's monitored row as ``RecommendAdapter`` builds the reference: the
+    statistics (missing as 0) and the mean score of the unfiltered top 10."""
+    import math
+
+    import numpy as np
+
+    from cartwise.models.recommend.features import USER_COLUMNS
+
+    def number(value: Any) -> float:
+        return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    features = {c: float(number(online.get(c))) for c in USER_COLUMNS}
+    mapping = {
+        c: v
+        for c, v in online.items()
+        if c in {*USER_COLUMNS, "category_ids", "category_scores"} and v is not None
+    }
+    recs = rec.recommend(int(online["customer_id"]), k=10, features=mapping)
+    assert not recs.fallback
+    return features, float(np.mean(recs.scores))
+
+
+def _fresh_allowed(rec: Any) -> list[int]:
+    """Every product plus an id no product has: the same answers under a cache key no other
+    call used."""
+    return [*map(int, rec.item_ids.tolist()), 1_000_000_000 + uuid.uuid4().int % 1_000_000]
+
+
+def test_personal_and_new_customer_answers_log_the_reference_features(
+    service: Any, model: Any, overrides: dict[str, Any]
+) -> None:
+    from cartwise.models import monitoring
+    from cartwise.models.recommend.features import USER_COLUMNS
+
+    rec = model.predictor
+    known = _profiles(service, [int(u) for u in rec.user_ids.tolist()[-40:]])
+    unseen = _profiles(service, [c for c in range(1, 400) if not rec.knows_user(c)])
+    assert known, "customers of the training data have recommend_v1 statistics"
+    assert unseen, "the shop has customers with features the model never saw"
+    member, stranger = known[0], unseen[0]
+    logger = service.feature_logger
+    assert logger is not None
+    assert service.wait_feature_log(120)
+    before, since = logger.logged, datetime.now(UTC)
+
+    allowed = _fresh_allowed(rec)
+    personal = run(service.recommend(user_id=member["customer_id"], k=5, allowed=allowed))
+    assert personal["strategy"] == "personal"
+    assert personal["cached"] is False
+    fresh = run(service.recommend(user_id=stranger["customer_id"], k=5))
+    assert fresh["strategy"] == "new_customer"
+    # Neither a cached answer nor a guest's popular items are logged.
+    assert run(service.recommend(user_id=member["customer_id"], k=5, allowed=allowed))["cached"]
+    run(service.recommend(k=5, allowed=allowed))
+    assert service.wait_feature_log(120)
+    assert logger.logged == before + 2
+
+    logger.flush()
+    frame = _logged(service.model_settings, [member["customer_id"], stranger["customer_id"]], since)
+    assert sorted(frame["key"]) == sorted(str(r["customer_id"]) for r in (member, stranger))
+    # The reference sample's columns, as the drift check matches them.
+    reference = monitoring.load_reference(
+        "recommend", model.version, settings=service.model_settings
+    )
+    assert list(reference.features.columns) == list(USER_COLUMNS)
+    meta = {"logged_at", "area", "model_name", "model_version", "key", "prediction"}
+    assert set(frame.columns) == {*USER_COLUMNS, *meta}
+    for online in (member, stranger):
+        row = frame[frame["key"] == str(online["customer_id"])].iloc[-1]
+        assert int(row["model_version"]) == personal["model"]["version"] == model.version
+        features, prediction = _expected(rec, online)
+        for name in USER_COLUMNS:
+            assert row[name] == pytest.approx(features[name]), name
+        assert row["prediction"] == pytest.approx(prediction)
+
+
+def test_logging_does_not_change_recommendations_and_warm_up_calls_are_not_logged(
+    overrides: dict[str, Any], service: Any, model: Any
+) -> None:
+    from cartwise.serving.services.base import _NOT_LIVE
+    from cartwise.serving.services.recommend import RecommenderService
+
+    rec = model.predictor
+    # Its own (in-process) prediction cache: both services compute their answers.
+    quiet = RecommenderService({**overrides, "feature_log_enabled": False, "redis_url": ""}, QUIET)
+    member = _profiles(service, [int(u) for u in rec.user_ids.tolist()[-40:]])[1]
+    stranger = _profiles(service, [c for c in range(1, 400) if not rec.knows_user(c)])[-1]
+    allowed = _fresh_allowed(rec)
+    for user in (member["customer_id"], stranger["customer_id"]):
+        logged = run(service.recommend(user_id=user, k=6, allowed=allowed))
+        unlogged = run(quiet.recommend(user_id=user, k=6, allowed=allowed))
+        assert logged["cached"] is unlogged["cached"] is False
+        assert logged == unlogged
+    assert quiet.feature_logger is None
+    assert quiet.wait_feature_log(120)  # nothing was queued
+
+    logger = service.feature_logger
+    assert logger is not None
+    assert service.wait_feature_log(120)
+    before = logger.logged
+    run(service.warmup())
+    # Calls made while warming up (as ``warmup`` marks them) are not live traffic.
+    token = _NOT_LIVE.set(True)
+    try:
+        run(service.recommend(user_id=member["customer_id"], k=6, allowed=_fresh_allowed(rec)))
+        run(service.recommend(user_id=stranger["customer_id"], k=6))
+    finally:
+        _NOT_LIVE.reset(token)
+    assert service.wait_feature_log(120)
+    assert logger.logged == before
+    assert run(service.status())["feature_log"]["logged"] == before
+
+
+@pytest.mark.slow
+def test_the_drift_check_reads_the_logged_customers_once_there_are_enough(
+    trained_shop: Any, overrides: dict[str, Any], model: Any, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from cartwise.models import monitoring
+    from cartwise.models.recommend.features import USER_COLUMNS
+    from cartwise.models.settings import ModelSettings
+    from cartwise.serving.services.recommend import RecommenderService
+    from tests.test_models.shop_registry import shop_source
+
+    # The shop's registry (only read), with the feature log in tmp_path.
+    live = {**overrides, "storage_local_path": str(tmp_path / "media")}
+    service = RecommenderService(live, QUIET)
+    rec = model.predictor
+    members = [
+        int(r["customer_id"])
+        for r in _profiles(service, [int(u) for u in rec.user_ids.tolist()[:60]])
+    ]
+    assert len(members) >= 30
+    allowed = _fresh_allowed(rec)
+    for user in members:
+        assert run(service.recommend(user_id=user, k=5, allowed=allowed))["strategy"] == "personal"
+    assert service.wait_feature_log(120)
+    service.close()  # writes the buffered rows
+    registry = ModelSettings(**live, monitor_min_rows=len(members))
+    try:
+        found = monitoring.check("recommend", shop_source(trained_shop), settings=registry)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    assert found.current_source == "feature_log"
+    assert found.current_rows == len(members)
+    assert found.model_version == model.version
+    # Every reference feature is compared: the log holds the same columns.
+    assert found.n_features == len(USER_COLUMNS)
+    assert set(found.features) == set(USER_COLUMNS)
+    assert not any("not monitored now" in note for note in found.notes)
+    assert any("live features from the feature log" in note for note in found.notes)
+    assert found.prediction_drift is not None

@@ -382,8 +382,9 @@ class _Forecasts:
     open_days: np.ndarray  # (n, h) days that count for WAPE
 
 
-def _series_features(hist: np.ndarray, price: np.ndarray) -> pd.DataFrame:
-    """Summaries of each series' history before a forecast origin."""
+def demand_features(hist: np.ndarray, price: np.ndarray) -> pd.DataFrame:
+    """Summaries of each series' history before a forecast origin (the monitored demand
+    features; serving logs the same summaries of the history it forecasts from)."""
     import warnings
 
     with warnings.catch_warnings():
@@ -464,7 +465,7 @@ class DemandAdapter:
             return out
 
         medians = [forecast(p, p.hist, p.price) for p in parts]
-        features = pd.concat([_series_features(p.hist, p.price) for p in parts], ignore_index=True)
+        features = pd.concat([demand_features(p.hist, p.price) for p in parts], ignore_index=True)
         predictions = np.concatenate([m.mean(axis=1) for m in medians])
         actual = np.vstack([p.actual for p in parts])
         open_days = np.vstack([p.open_days for p in parts])
@@ -948,4 +949,15 @@ def adapter(area: str, settings: ModelSettings | None = None) -> Adapter:
     return found
 
 
-__all__ = ["ADAPTERS", "Adapter", "FraudAdapter", "Monitored", "adapter", "parse_window", "utc"]
+__all__ = [
+    "ADAPTERS",
+    "DEMAND_FEATURES",
+    "TOP_K",
+    "Adapter",
+    "FraudAdapter",
+    "Monitored",
+    "adapter",
+    "demand_features",
+    "parse_window",
+    "utc",
+]

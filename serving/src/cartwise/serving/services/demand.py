@@ -4,22 +4,90 @@ The :class:`DemandForecaster` keeps each trained product's recent daily sales, s
 needs nothing but the product id (no Feast, no offline store). Reorder suggestions combine the
 forecast with the live stock and the suppliers' lead times the ingress passes in
 (:meth:`DemandForecaster.reorder`: safety stock, reorder point, order-up-to level).
+
+Both answers log what they forecast to the feature log, one row per product, as the drift
+check's reference sample holds it (:class:`cartwise.models.monitoring.areas.DemandAdapter`):
+the summaries of the stored history the forecast starts from (``DEMAND_FEATURES``) and the mean
+daily median forecast over the reference's horizon (28 days, or the model's if shorter), keyed
+by the product id. The stored history only changes with a new model version, so those rows are
+computed once per version (:meth:`DemandService.prepare`); logging a row is a lookup and a list
+append. A forecast is logged when it is computed, not when the cache answers it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cartwise.serving.services.base import ServiceBase, answer, check_int, jsonable
 
 if TYPE_CHECKING:
     from cartwise.models.demand.predict import DemandForecaster
+    from cartwise.serving.runtime.holder import LoadedModel
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 1_000
 MAX_PRODUCTS = 100_000
+# The drift reference's prediction: the mean daily median over this many days (at most the
+# model's horizon), see ``DemandAdapter.reference``.
+REFERENCE_HORIZON = 28
+
+
+@dataclass(frozen=True)
+class MonitoredRows:
+    """Per stored product: the monitored features and prediction the feature log records."""
+
+    index: dict[int, int]  # product_id -> row
+    features: list[dict[str, float]]  # DEMAND_FEATURES per row
+    predictions: list[float]  # mean daily median over the reference horizon
+
+    def rows(
+        self, product_ids: Sequence[int]
+    ) -> tuple[list[dict[str, float]], list[float], list[int]]:
+        """The rows of the known ``product_ids``: features, predictions, keys."""
+        at = [(p, self.index[p]) for p in product_ids if p in self.index]
+        return (
+            [self.features[i] for _, i in at],
+            [self.predictions[i] for _, i in at],
+            [p for p, _ in at],
+        )
+
+
+def monitored_rows(forecaster: DemandForecaster) -> MonitoredRows:
+    """Summaries of every stored series and its forecast, as the drift reference measures them.
+
+    One forward pass over all products from the stored history (the origin every answer of
+    this version forecasts from).
+    """
+    from cartwise.models.monitoring.areas import DEMAND_FEATURES, demand_features
+
+    features = demand_features(forecaster.history, forecaster.history_price)
+    horizon = min(REFERENCE_HORIZON, int(forecaster.horizon))
+    n = len(forecaster.product_ids)
+    if n:
+        q = forecaster.forecast_arrays(
+            forecaster.history,
+            forecaster.history_price,
+            forecaster.history_closed,
+            forecaster.history_end,
+            horizon,
+        )
+        predictions = q[..., forecaster.median].mean(axis=1)
+    else:
+        predictions = np.zeros(0)
+    records = features[list(DEMAND_FEATURES)].to_dict("records")
+    return MonitoredRows(
+        {int(p): i for i, p in enumerate(forecaster.product_ids.tolist())},
+        [{str(k): float(v) for k, v in r.items()} for r in records],
+        [float(v) for v in predictions],
+    )
 
 
 def _level_key(level: float) -> str:
@@ -60,6 +128,42 @@ class DemandService(ServiceBase):
     # Used for a product whose supplier lead time the ingress does not know.
     defaults = {"default_lead_time_days": 7.0, "review_days": 7}
 
+    def __init__(
+        self, settings: dict[str, Any] | None = None, config: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(settings, config)
+        # Per (name, version): the rows the feature log records for each product.
+        self._monitored: dict[tuple[str, int], MonitoredRows] = {}
+
+    def prepare(self, loaded: LoadedModel) -> None:
+        """Compute the version's monitored rows (features and forecast per stored product)."""
+        if self.feature_logger is not None:
+            self.monitored(loaded)
+
+    def monitored(self, loaded: LoadedModel) -> MonitoredRows:
+        """The version's monitored rows (computed on first use if the warm-up did not)."""
+        key = (loaded.name, loaded.version)
+        found = self._monitored.get(key)
+        if found is None:
+            found = monitored_rows(loaded.predictor)
+            with self._lock:
+                self._monitored[key] = found
+                # Older versions will not be asked for again once the holder moved on.
+                for old in [k for k in self._monitored if k[0] == key[0] and k[1] < key[1] - 1]:
+                    del self._monitored[old]
+        return found
+
+    def _log(self, loaded: LoadedModel, product_ids: Sequence[int]) -> None:
+        """Log the monitored rows of the forecast products (never raises)."""
+        if not product_ids or self.feature_logger is None:
+            return
+        try:
+            rows, predictions, keys = self.monitored(loaded).rows(product_ids)
+        except Exception:
+            log.warning("demand: no monitored rows to log", exc_info=True)
+            return
+        self.log_features(loaded, rows, predictions, list(keys))
+
     async def forecast(self, *, product_id: int, horizon: int = 28) -> dict[str, Any]:
         """Daily quantiles of units sold over the next ``horizon`` days (max 28)."""
         product_id = check_int(product_id, "product_id", minimum=1)
@@ -92,6 +196,7 @@ class DemandService(ServiceBase):
                     "median_total": sum(d[median] for d in days),
                 }
             )
+            self._log(loaded, [product_id])
             return body
 
         body, hit = await self.cached(loaded, "forecast", key, compute)
@@ -134,6 +239,7 @@ class DemandService(ServiceBase):
             table = forecaster.reorder(
                 stock_frame, lead_frame, service_level=float(service_level), review_days=review
             )
+            self._log(loaded, known)
             due = table[table["reorder"]].sort_values(
                 ["days_of_cover", "order_quantity", "product_id"], ascending=[True, False, True]
             )

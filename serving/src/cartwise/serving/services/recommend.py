@@ -18,18 +18,35 @@ MiniLM content vector): a background refresh reads the active catalogue every
 ``catalog_refresh_s`` and extends a per-version copy of the predictor, off the request path.
 Session answers are never cached (they change with every event); the others are cached per model
 version and catalogue generation.
+
+Personal and new-customer answers log the customer to the feature log, as the drift check's
+reference sample holds a customer (:class:`cartwise.models.monitoring.areas.RecommendAdapter`):
+their ``recommend_v1`` statistics (``USER_COLUMNS``, missing values as 0) and the mean score of
+their top 10 with no filter (NaN when the popular items stand in), keyed by the customer id.
+A personal answer does not read ``recommend_v1``, so a background thread reads it (one Feast
+call for the customers queued within a second) and scores the row; the request only queues the
+customer (and a full queue drops it, counted in ``feature_log_skipped``). A personal answer is
+logged when it is computed, not when the cache answers it; session and popular answers, and
+warm-up calls, are not logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import queue
+import threading
+import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cartwise.serving.services.base import (
+    _NOT_LIVE,
     ServiceBase,
     answer,
     check_ids,
@@ -48,6 +65,60 @@ log = logging.getLogger(__name__)
 
 CONTEXTS = ("home", "product", "cart")
 POPULARITY = "baseline:popularity"
+# Customers waiting for their feature-log row; more are dropped (and counted), never waited for.
+LOG_QUEUE = 1_024
+# Customers per online-feature read of the logging thread, and how long it gathers them: one
+# Feast read per second at most, so the thread takes little CPU (and GIL) from the requests.
+LOG_BATCH = 64
+LOG_LINGER_S = 1.0
+_AFFINITY = ("category_ids", "category_scores")
+
+
+@dataclass(frozen=True)
+class _LogJob:
+    """A customer to log: the model version that answered, and the features it read (None:
+    read ``recommend_v1`` in the logging thread)."""
+
+    loaded: LoadedModel
+    user_id: int
+    features: Mapping[str, Any] | None
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def monitored_row(
+    predictor: Recommender, user_id: int, online: Mapping[str, Any]
+) -> tuple[dict[str, float], float] | None:
+    """A customer's row as the drift reference measures it: ``USER_COLUMNS`` (missing as 0)
+    and the mean score of their top 10 without filters (NaN when the popular items stood in).
+
+    None when ``online`` holds none of the statistics (no row for the customer, or the online
+    store failed): logging zeros for them would read as drift.
+    """
+    from cartwise.models.monitoring.areas import TOP_K
+    from cartwise.models.recommend.features import USER_COLUMNS
+
+    if not any(_present(online.get(c)) for c in USER_COLUMNS):
+        return None
+    features: dict[str, float] = {}
+    for name in USER_COLUMNS:
+        value: Any = online.get(name)
+        try:
+            number = float(value) if _present(value) else 0.0
+        except (TypeError, ValueError):
+            number = 0.0
+        features[name] = number if math.isfinite(number) else 0.0
+    mapping = {
+        name: value
+        for name, value in online.items()
+        if name in {*USER_COLUMNS, *_AFFINITY} and _present(value)
+    }
+    recs = predictor.recommend(user_id, k=TOP_K, features=mapping)
+    if recs.fallback or not recs.scores:
+        return features, math.nan
+    return features, float(np.mean(recs.scores))
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -76,6 +147,11 @@ class RecommenderService(ServiceBase):
         # Per (name, version): the predictor extended with products added after training.
         self._extended: dict[tuple[str, int], Recommender] = {}
         self._extend_busy: set[tuple[str, int]] = set()
+        # The feature-log thread and its queue (``_LogJob``; an Event marks a point to wait
+        # for, None stops the thread).
+        self._log_queue: queue.Queue[_LogJob | threading.Event | None] = queue.Queue(LOG_QUEUE)
+        self._log_thread: threading.Thread | None = None
+        self.feature_log_skipped = 0
 
     async def exercise(self) -> None:
         """A guest's home page: reads ``session_v1`` and the catalogue once."""
@@ -144,6 +220,92 @@ class RecommenderService(ServiceBase):
             loaded,
             {"items": int(rec.n_items), "trained_items": int(loaded.predictor.n_items)},
         )
+
+    # ------------------------------------------------------------------ feature log
+
+    def _log_customer(
+        self, loaded: LoadedModel, user_id: int, features: Mapping[str, Any] | None = None
+    ) -> None:
+        """Queue a customer for the feature log (never blocks: a full queue drops them)."""
+        if _NOT_LIVE.get() or self.feature_logger is None:
+            return
+        try:
+            self._log_queue.put_nowait(_LogJob(loaded, user_id, features))
+        except queue.Full:
+            self.feature_log_skipped += 1
+            return
+        self._ensure_log_thread()
+
+    def _ensure_log_thread(self) -> None:
+        with self._lock:
+            if self._log_thread is None or not self._log_thread.is_alive():
+                self._log_thread = threading.Thread(
+                    target=self._log_loop, name="recommend-feature-log", daemon=True
+                )
+                self._log_thread.start()
+
+    def _log_loop(self) -> None:
+        while True:
+            items = [self._log_queue.get()]
+            deadline = time.monotonic() + LOG_LINGER_S
+            # Gather customers for one read, unless someone waits (a marker) or stops the thread.
+            while len(items) < LOG_BATCH and isinstance(items[-1], _LogJob):
+                try:
+                    items.append(self._log_queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
+                except queue.Empty:
+                    break
+            jobs = [item for item in items if isinstance(item, _LogJob)]
+            try:
+                self._log_jobs(jobs)
+            except Exception:
+                log.warning("recommend: logging %d customers failed", len(jobs), exc_info=True)
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if any(item is None for item in items):
+                return
+
+    def _log_jobs(self, jobs: list[_LogJob]) -> None:
+        """Read the missing ``recommend_v1`` rows in one call, score and log each customer."""
+        if not jobs:
+            return
+        from cartwise.models.recommend.features import USER_SERVICE
+
+        wanted = sorted({job.user_id for job in jobs if job.features is None})
+        found: dict[int, dict[str, Any]] = {}
+        if wanted:
+            rows = self.features.get(USER_SERVICE, [{"customer_id": u} for u in wanted])
+            found = dict(zip(wanted, rows, strict=True))
+        for job in jobs:
+            online = job.features if job.features is not None else found.get(job.user_id, {})
+            # The trained predictor, as the reference was scored (new products do not count).
+            row = monitored_row(job.loaded.predictor, job.user_id, online)
+            if row is not None:
+                self.log_features(job.loaded, [row[0]], [row[1]], [job.user_id])
+
+    def wait_feature_log(self, timeout: float = 30.0) -> bool:
+        """Wait until the customers queued so far are logged (tests, shutdown); False on
+        timeout."""
+        if self._log_thread is None:
+            return True
+        marker = threading.Event()
+        try:
+            self._log_queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        self._ensure_log_thread()
+        return marker.wait(timeout)
+
+    def close(self) -> None:
+        """Log the queued customers, stop the logging thread, write what is buffered."""
+        thread = self._log_thread
+        if thread is not None and thread.is_alive():
+            try:
+                self._log_queue.put(None, timeout=10.0)
+                thread.join(timeout=10.0)
+            except queue.Full:
+                log.warning("recommend: the feature-log queue did not drain")
+        super().close()
 
     # ------------------------------------------------------------------ helpers
 
@@ -275,6 +437,7 @@ class RecommenderService(ServiceBase):
                     category=cat,
                     exclude_purchased=exclude_purchased,
                 )
+                self._log_customer(loaded, user_id)
                 return self._body(recs, "personal")
 
             body, hit = await self.cached(loaded, "recommend", key, personal)
@@ -299,6 +462,7 @@ class RecommenderService(ServiceBase):
                     category=cat,
                     features=features,
                 )
+                self._log_customer(loaded, user_id, features)
                 return answer(loaded, self._body(recs, "new_customer"))
         return await self._popular(loaded, rec, k, exclude, allowed_ids, cat)
 
