@@ -156,6 +156,22 @@ def test_the_app_composes_the_ingress_and_five_model_deployments(served: Served)
     assert status["model"]["version"] == int(_champion(served.model_settings).version)
 
 
+def test_priming_starts_every_deployments_router_before_the_first_call(served: Served) -> None:
+    from ray.serve.handle import DeploymentHandle
+
+    from cartwise.serving.args import MODEL_DEPLOYMENTS
+
+    # New handles (serve.get_deployment_handle may hand back ones other tests already used).
+    handles = {area: DeploymentHandle(name, APP) for area, name in MODEL_DEPLOYMENTS.items()}
+    client = HandleMLClient(handles)
+    assert not any(h.is_initialized for h in handles.values())
+    assert client.prime() == sorted(handles)
+    assert all(h.is_initialized for h in handles.values())
+    # The method handles share the primed router, and answer.
+    status = asyncio.run(client.call("fraud", "status", timeout_s=10.0))
+    assert status["area"] == "fraud"
+
+
 def test_errors_cross_the_handle_as_the_contract_says(served: Served) -> None:
     with pytest.raises(ValueError, match="k"):
         served.call("recommend", "recommend", **{**RECOMMEND, "k": 0})

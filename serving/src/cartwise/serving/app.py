@@ -93,6 +93,8 @@ class CommerceIngress:
 
         # Without model deployments (ml=False), create_app runs the services in this process.
         ml = HandleMLClient(self._handles) if self._handles else None
+        if ml is not None:
+            ml.prime()
         app = create_app(self._overrides, ml=ml)
         # Outermost, so it sees the headers the app's own middleware added.
         app.add_middleware(SingleRequestIdHeader)

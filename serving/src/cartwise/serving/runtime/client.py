@@ -202,6 +202,23 @@ class HandleMLClient:
         """The areas with a deployment."""
         return sorted(self._handles)
 
+    def prime(self) -> list[str]:
+        """Start every deployment's router now (the ingress replica's start-up), so the first
+        shopper request does not wait for it to learn the replicas; returns the areas primed.
+
+        ``options()`` initialises a handle's router, which then fetches the running replicas
+        in the background; every method handle of the area shares it.
+        """
+        primed = []
+        for area in self.areas:
+            try:
+                self._handle(area, "status")
+            except Exception:  # a router that cannot start now is retried on the first call
+                log.warning("%s: could not start the deployment handle", area, exc_info=True)
+                continue
+            primed.append(area)
+        return primed
+
     def _handle(self, area: str, method: str) -> DeploymentHandle[Any]:
         key = (area, method)
         handle = self._method_handles.get(key)
