@@ -10,6 +10,7 @@ has gone out, and handed to the event sinks like any event the events API stores
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -43,7 +44,6 @@ from cartwise.serving.routes.common import (
     ingress,
     log_exposure,
     model_ref,
-    product_item,
     request_id,
 )
 
@@ -154,7 +154,13 @@ def normalize_query(q: str) -> str:
 
 def highlight(name: str, terms: Iterable[str]) -> str:
     """The name, HTML-escaped, with each word starting with a term wrapped in ``<mark>``."""
-    words = sorted({t.lower() for t in terms if t}, key=len, reverse=True)
+    # The same names come back with the same terms on every page of popular queries.
+    return _highlight(name, tuple(sorted({t.lower() for t in terms if t})))
+
+
+@functools.lru_cache(maxsize=8192)
+def _highlight(name: str, terms: tuple[str, ...]) -> str:
+    words = sorted(terms, key=len, reverse=True)
     if not words:
         return html.escape(name)
     pattern = re.compile(
@@ -186,24 +192,34 @@ def _keeps(
     return in_stock is None or card.in_stock == in_stock
 
 
+@functools.lru_cache(maxsize=4096)
+def _price_band(price: Decimal) -> int | None:
+    """The index of the price band a price falls in (the bands do not overlap)."""
+    for i, (_, low, high) in enumerate(PRICE_BANDS):
+        if (low is None or price >= low) and (high is None or price < high):
+            return i
+    return None
+
+
 def facets(cards: Sequence[ProductCard]) -> Facets:
     """Category, price-band and stock counts over the hits."""
     per_category: dict[tuple[str, str | None], int] = {}
     for card in cards:
         key = (card.category or "uncategorised", card.category_slug)
         per_category[key] = per_category.get(key, 0) + 1
-    bands: list[PriceFacet] = []
-    for label, low, high in PRICE_BANDS:
-        count = sum(
-            1
-            for c in cards
-            if c.price is not None
-            and (low is None or c.price >= low)
-            and (high is None or c.price < high)
-        )
-        if count:
-            bands.append(PriceFacet(label=label, min=low, max=high, count=count))
-    stocked = sum(1 for c in cards if c.in_stock)
+    per_band = [0] * len(PRICE_BANDS)
+    stocked = 0
+    for card in cards:
+        if card.price is not None:
+            band = _price_band(card.price)
+            if band is not None:
+                per_band[band] += 1
+        stocked += card.in_stock
+    bands = [
+        PriceFacet(label=label, min=low, max=high, count=count)
+        for (label, low, high), count in zip(PRICE_BANDS, per_band, strict=True)
+        if count
+    ]
     return Facets(
         category=[
             CategoryFacet(value=value, slug=slug, count=n)
@@ -330,12 +346,7 @@ async def search(
     start = (page - 1) * per_page
     fallback_terms = tokenize(corrected or query)
     items = [
-        SearchItem(
-            **product_item(card, score).model_dump(),
-            position=start + offset,
-            matched=matched,
-            highlight=highlight(card.name, matched or fallback_terms),
-        )
+        _search_item(card, score, start + offset, matched, fallback_terms)
         for offset, (card, score, matched) in enumerate(kept[start : start + per_page])
     ]
     search_id = uuid.uuid4().hex
@@ -382,6 +393,29 @@ async def search(
         items=items,
         facets=facets([card for card, _, _ in kept]),
         **fields,
+    )
+
+
+def _search_item(
+    card: ProductCard, score: float, position: int, matched: list[str], fallback: list[str]
+) -> SearchItem:
+    """What ``SearchItem(**product_item(card, score).model_dump(), ...)`` builds, in one step."""
+    # Every value has its field's type already: no validation pass (FastAPI validates and
+    # serialises the response once, in pydantic-core).
+    return SearchItem.model_construct(
+        product_id=card.id,
+        score=round(float(score), 6),
+        name=card.name,
+        slug=card.slug,
+        price=card.price,
+        currency=card.currency,
+        category=card.category,
+        category_slug=card.category_slug,
+        image_url=card.image_url,
+        in_stock=card.in_stock,
+        position=position,
+        matched=matched,
+        highlight=highlight(card.name, matched or fallback),
     )
 
 

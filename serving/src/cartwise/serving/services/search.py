@@ -48,6 +48,21 @@ MAX_OFFSET = 1_000
 # A/B baselines served by the same predictor without the learned parts: lexical BM25 only.
 BASELINES = ("baseline:bm25",)
 MAX_QUERY = 200
+# MiniLM encodes one short query per call. Requests run concurrently on a few shared cores, so
+# more intra-op threads only spin against each other: measured on 2 busy cores, one query took
+# ~300 ms of CPU with torch's default 2 threads and ~30 ms with 1. (Ray already gives a replica
+# OMP_NUM_THREADS=1; plain uvicorn runs the service in-process with torch's default.)
+TORCH_THREADS = 1
+
+
+def limit_torch_threads(threads: int = TORCH_THREADS) -> None:
+    """Cap torch's intra-op threads for this process (MiniLM's query encoding)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch ships with the models package
+        return
+    if torch.get_num_threads() > threads:
+        torch.set_num_threads(threads)
 
 
 def _band(price: float) -> str | None:
@@ -65,10 +80,18 @@ class SearchService(ServiceBase):
     area = "search"
     defaults = {"facets": True}
 
+    def __init__(
+        self, settings: dict[str, Any] | None = None, config: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(settings, config)
+        # (predictor, catalogue frame, (price, stocked, active)) of the last _live call.
+        self._live_memo: tuple[Any, Any, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+
     def prepare(self, loaded: LoadedModel) -> None:
         """Load MiniLM and build the speller index before the first query needs them."""
         predictor: SearchPredictor = loaded.predictor
         predictor.index_of(0)
+        limit_torch_threads()
         predictor.warmup()
 
     async def exercise(self) -> None:
@@ -149,6 +172,8 @@ class SearchService(ServiceBase):
             self._log_top(loaded, trace, int(index[order[0]]), corrected)
         tokens = set(tokenize(corrected))
         changed = corrected != normalize_query(q)
+        rows = index[page].tolist()
+        # Plain JSON types already (what ``answer``'s jsonable walk would make of them).
         body: dict[str, Any] = {
             "query": q,
             "corrected": corrected,
@@ -156,11 +181,16 @@ class SearchService(ServiceBase):
             "total": len(index),
             "items": [
                 {
-                    "product_id": int(predictor.product_ids[index[j]]),
-                    "score": float(scores[j]),
-                    "matched": sorted(tokens & predictor.doc_tokens[int(index[j])]),
+                    "product_id": pid,
+                    "score": score if math.isfinite(score) else None,
+                    "matched": sorted(tokens & predictor.doc_tokens[row]),
                 }
-                for j in page
+                for pid, score, row in zip(
+                    predictor.product_ids[index[page]].tolist(),
+                    scores[page].astype(np.float64).tolist(),
+                    rows,
+                    strict=True,
+                )
             ],
             "mode": mode,
         }
@@ -183,11 +213,28 @@ class SearchService(ServiceBase):
             loaded, [dict(zip(FEATURES, map(float, row), strict=True))], [score], [corrected]
         )
 
-    @staticmethod
     def _live(
+        self, predictor: SearchPredictor, catalog: pd.DataFrame | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per product: live price, in stock, active (the training values where unknown).
+
+        Computed once per (predictor, catalogue snapshot) pair: the snapshot is a new frame
+        on every refresh and a model version a new predictor, so identity is the key. The
+        arrays are read-only and shared by the requests until either changes.
+        """
+        found = self._live_memo
+        if found is not None and found[0] is predictor and found[1] is catalog:
+            return found[2]
+        arrays = self._live_arrays(predictor, catalog)
+        for array in arrays:
+            array.flags.writeable = False
+        self._live_memo = (predictor, catalog, arrays)
+        return arrays
+
+    @staticmethod
+    def _live_arrays(
         predictor: SearchPredictor, catalog: pd.DataFrame | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per product: live price, in stock, active (the training values where unknown)."""
         from cartwise.models.search.data import STAT_COLUMNS
 
         price = predictor.stats[:, STAT_COLUMNS.index("price")].astype(np.float64)
@@ -279,7 +326,9 @@ class SearchService(ServiceBase):
             )
 
         body, hit = await self.cached(loaded, "search", key, compute)
-        return answer(loaded, body, hit)
+        # ``_run`` builds plain JSON types and a cached body is parsed JSON, so this is what
+        # ``answer`` gives without its walk over every item (a new dict: the body is shared).
+        return {**body, "model": loaded.info(), "cached": bool(hit)}
 
     async def suggest(self, *, prefix: str, k: int = 8) -> dict[str, Any]:
         """Autocomplete: popular queries and product names starting with ``prefix``."""
