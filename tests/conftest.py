@@ -349,7 +349,9 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 # Tests that need the trained shop, or the session's Ray, run after all the others (each
 # module whole, in its usual order), so the shop can build in the background meanwhile: its
 # build is a chain of `cartwise` subprocesses, minutes of work that would otherwise stall the
-# session at the first test that needs it.
+# session at the first test that needs it. It runs at nice 19: on two cores it takes what the
+# tests leave idle (most of them keep one core busy) and yields when they want both, as the
+# notebooks, the fuzzer and a Ray deploy do. Without the niceness it slowed them by half.
 LATE_FIXTURES = frozenset({"trained_shop", "ray_session"})
 
 
@@ -416,7 +418,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
         keep = os.environ.get("CARTWISE_TEST_SHOP_DIR")
         root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="cw-shop-"))
-        build = _ShopBuild(root, bool(keep), shops.Build())
+        build = _ShopBuild(root, bool(keep), shops.Build(nice=19))
         build.start()
         _SHOP_BUILD["shop"] = build
 

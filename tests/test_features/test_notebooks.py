@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -22,6 +25,10 @@ TEST_PARAMETERS: dict[str, dict[str, object]] = {
     "02_recommender": {"CUSTOMERS": 300, "DAYS": 90, "PRODUCTS": 80, "TUNE_SAMPLES": 1},
     "03_demand_and_customers": {"CUSTOMERS": 400, "DAYS": 120, "PRODUCTS": 80},
 }
+
+
+# Seconds each took alone here: the pool starts the longest first.
+COST = {"03_demand_and_customers": 107, "04_monitoring": 85, "02_recommender": 80}
 
 
 def _inject_parameters(nb: nbformat.NotebookNode, values: dict[str, object]) -> None:
@@ -68,8 +75,8 @@ def test_notebooks_are_committed_clean() -> None:
         assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path: Path) -> None:
+def _execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
+    """Run one notebook in a kernel of its own; the executed notebook and the seconds it took."""
     nb = nbformat.read(path, as_version=4)
     _inject_parameters(nb, TEST_PARAMETERS.get(path.stem, {}))
     # A last cell of our own reports which interpreter the kernel really ran.
@@ -83,7 +90,28 @@ def test_notebook_runs(path: Path) -> None:
     )
     started = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell or assertion
-    elapsed = time.perf_counter() - started
+    return nb, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def executed(request: pytest.FixtureRequest) -> Iterator[dict[Path, Future[tuple[Any, float]]]]:
+    """The selected notebooks, two at a time (each kernel is mostly one busy core, and the
+    machine has two), longest first; each test waits for its own."""
+    selected = {
+        item.callspec.params["path"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_notebook_runs" and hasattr(item, "callspec")
+    }
+    order = sorted(selected, key=lambda p: -COST.get(p.stem, 30))
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notebook")
+    futures = {path: pool.submit(_execute, path) for path in order}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path: Path, executed: dict[Path, Future[tuple[Any, float]]]) -> None:
+    nb, elapsed = executed[path].result()
     printed = _stream_text(nb)
     # The kernel must be this venv's interpreter, not some other Python on the machine.
     assert f"KERNEL_PREFIX={sys.prefix}\n" in printed, printed[-500:]
