@@ -162,20 +162,25 @@ class ModelUnavailableProblem(Problem):
     status, slug, title = 503, "model-unavailable", "Model unavailable"
 
 
+def card_fields(card: ProductCard, score: float) -> dict[str, Any]:
+    """The fields every answer item takes from a catalogue card (``ProductItem``'s)."""
+    return {
+        "product_id": card.id,
+        "score": round(float(score), 6),
+        "name": card.name,
+        "slug": card.slug,
+        "price": card.price,
+        "currency": card.currency,
+        "category": card.category,
+        "category_slug": card.category_slug,
+        "image_url": card.image_url,
+        "in_stock": card.in_stock,
+    }
+
+
 def product_item(card: ProductCard, score: float) -> ProductItem:
     """An answer item built from a catalogue card."""
-    return ProductItem(
-        product_id=card.id,
-        score=round(float(score), 6),
-        name=card.name,
-        slug=card.slug,
-        price=card.price,
-        currency=card.currency,
-        category=card.category,
-        category_slug=card.category_slug,
-        image_url=card.image_url,
-        in_stock=card.in_stock,
-    )
+    return ProductItem(**card_fields(card, score))
 
 
 def model_ref(result: dict[str, Any] | None) -> ModelRef | None:
@@ -369,6 +374,7 @@ __all__ = [
     "assign",
     "baseline_ref",
     "call_ml",
+    "card_fields",
     "experiment_unit",
     "in_session",
     "ingress",

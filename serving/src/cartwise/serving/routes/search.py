@@ -39,6 +39,7 @@ from cartwise.serving.routes.common import (
     assign,
     baseline_ref,
     call_ml,
+    card_fields,
     experiment_unit,
     in_session,
     ingress,
@@ -399,20 +400,11 @@ async def search(
 def _search_item(
     card: ProductCard, score: float, position: int, matched: list[str], fallback: list[str]
 ) -> SearchItem:
-    """What ``SearchItem(**product_item(card, score).model_dump(), ...)`` builds, in one step."""
+    """A search hit: the card's fields (``card_fields``) plus its position and highlight."""
     # Every value has its field's type already: no validation pass (FastAPI validates and
     # serialises the response once, in pydantic-core).
     return SearchItem.model_construct(
-        product_id=card.id,
-        score=round(float(score), 6),
-        name=card.name,
-        slug=card.slug,
-        price=card.price,
-        currency=card.currency,
-        category=card.category,
-        category_slug=card.category_slug,
-        image_url=card.image_url,
-        in_stock=card.in_stock,
+        **card_fields(card, score),
         position=position,
         matched=matched,
         highlight=highlight(card.name, matched or fallback),
