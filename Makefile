@@ -15,7 +15,7 @@ uv:  ## Install uv if it is missing
 		 python3 -m pip install --quiet --break-system-packages --user uv)
 
 sync: uv  ## Create or refresh the virtual environment from uv.lock
-	@# Bytecode ahead of time: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process
+	@# Bytecode ahead of time: with PYTHONDONTWRITEBYTECODE set (as on this project's CI machine) every process
 	@# would otherwise recompile torch, ray, feast... on import (store import 7.9 s -> 3.5 s here).
 	@# The first sync compiles for about a minute; later ones only what changed.
 	@$(UV) sync --all-packages --locked --quiet --compile-bytecode

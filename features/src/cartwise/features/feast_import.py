@@ -1,7 +1,7 @@
 """Import Feast without typeguard's import-time instrumentation.
 
 Feast decorates its classes with typeguard's ``@typechecked``, which re-parses and recompiles the
-source of every decorated class when its module is imported: about 6.5 s of the 12 s that
+source of every decorated class when its module is imported: about 3.5 s of the 11 s that
 ``import feast`` took here, paid by every process that opens the store (each Serve replica, each
 ``cartwise`` step, each notebook kernel). typeguard's documentation calls the decorator a
 development aid and makes it a no-op under ``python -O``; :func:`prepare` makes it a no-op the
