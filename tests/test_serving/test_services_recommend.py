@@ -505,10 +505,14 @@ def test_personal_and_new_customer_answers_log_the_reference_features(
     personal = run(service.recommend(user_id=member["customer_id"], k=5, allowed=allowed))
     assert personal["strategy"] == "personal"
     assert personal["cached"] is False
-    fresh = run(service.recommend(user_id=stranger["customer_id"], k=5))
+    fresh = run(service.recommend(user_id=stranger["customer_id"], k=5, allowed=allowed))
     assert fresh["strategy"] == "new_customer"
+    assert fresh["cached"] is False
     # Neither a cached answer nor a guest's popular items are logged.
     assert run(service.recommend(user_id=member["customer_id"], k=5, allowed=allowed))["cached"]
+    again = run(service.recommend(user_id=stranger["customer_id"], k=5, allowed=allowed))
+    assert again["cached"]
+    assert again["items"] == fresh["items"]
     run(service.recommend(k=5, allowed=allowed))
     assert service.wait_feature_log(120)
     assert logger.logged == before + 2

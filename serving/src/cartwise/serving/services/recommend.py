@@ -25,9 +25,11 @@ their ``recommend_v1`` statistics (``USER_COLUMNS``, missing values as 0) and th
 their top 10 with no filter (NaN when the popular items stand in), keyed by the customer id.
 A personal answer does not read ``recommend_v1``, so a background thread reads it (one Feast
 call for the customers queued within a second) and scores the row; the request only queues the
-customer (and a full queue drops it, counted in ``feature_log_skipped``). A personal answer is
-logged when it is computed, not when the cache answers it; session and popular answers, and
-warm-up calls, are not logged.
+customer (and a full queue drops it, counted in ``feature_log_skipped``). A personal or
+new-customer answer is logged when it is computed, not when the cache answers it; session and
+popular answers, and warm-up calls, are not logged. New-customer answers are cached too: their
+``recommend_v1`` row is batch data, so the cache TTL bounds how late a refresh shows, and a hit
+skips the Feast read.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class _LogJob:
     loaded: LoadedModel
     user_id: int
     features: Mapping[str, Any] | None
+
+
+class _NoFeatures(Exception):
+    """A customer the model never saw has no ``recommend_v1`` row (or the store failed)."""
 
 
 def _present(value: Any) -> bool:
@@ -152,6 +158,8 @@ class RecommenderService(ServiceBase):
         self._log_queue: queue.Queue[_LogJob | threading.Event | None] = queue.Queue(LOG_QUEUE)
         self._log_thread: threading.Thread | None = None
         self.feature_log_skipped = 0
+        # (catalogue frame, its inactive product ids): see _inactive.
+        self._inactive_memo: tuple[pd.DataFrame, list[int]] | None = None
 
     async def exercise(self) -> None:
         """A guest's home page: reads ``session_v1`` and the catalogue once."""
@@ -310,10 +318,16 @@ class RecommenderService(ServiceBase):
     # ------------------------------------------------------------------ helpers
 
     def _inactive(self) -> list[int]:
+        """Products not active in the catalogue snapshot (computed once per snapshot: a
+        pandas filter per request was a fifth of a request's CPU)."""
         catalog = self._catalog
         if catalog is None:
             return []
-        return [int(p) for p in catalog.loc[catalog["status"] != "active", "product_id"]]
+        memo = self._inactive_memo
+        if memo is None or memo[0] is not catalog:
+            ids = [int(p) for p in catalog.loc[catalog["status"] != "active", "product_id"]]
+            memo = self._inactive_memo = (catalog, ids)
+        return memo[1]
 
     @staticmethod
     def _category(rec: Recommender, category: Any) -> tuple[str | None, bool]:
@@ -417,16 +431,21 @@ class RecommenderService(ServiceBase):
                 body["session_products"] = last
                 return answer(loaded, body)
 
-        if user_id is not None and rec.knows_user(user_id):
-            key = {
+        # The cache key of a signed-in shopper's answer (personal or new-customer).
+        user_key = (
+            {
                 "user": user_id,
                 "k": k,
                 "category": cat,
                 "exclude": sorted(exclude),
-                "exclude_purchased": exclude_purchased,
                 "allowed": None if allowed_ids is None else sorted(allowed_ids),
                 "items": rec.n_items,
             }
+            if user_id is not None
+            else {}
+        )
+        if user_id is not None and rec.knows_user(user_id):
+            key = {**user_key, "exclude_purchased": exclude_purchased}
 
             def personal() -> dict[str, Any]:
                 recs = rec.recommend(
@@ -444,17 +463,19 @@ class RecommenderService(ServiceBase):
             return answer(loaded, body, hit)
 
         if user_id is not None and rec.towers is not None and rec.towers.spec is not None:
-            rows = await self.online("recommend_v1", [{"customer_id": user_id}])
             spec = rec.towers.spec
-            wanted = {*spec.user_columns, "category_ids", "category_scores"}
-            features = {
-                name: value
-                for name, value in (rows[0] if rows else {}).items()
-                if name in wanted and value is not None
-            }
-            if any(name in spec.user_columns for name in features):
-                recs = await asyncio.to_thread(
-                    rec.recommend,
+
+            def new_customer() -> dict[str, Any]:
+                rows = self.features.get("recommend_v1", [{"customer_id": user_id}])
+                wanted = {*spec.user_columns, "category_ids", "category_scores"}
+                features = {
+                    name: value
+                    for name, value in (rows[0] if rows else {}).items()
+                    if name in wanted and value is not None
+                }
+                if not any(name in spec.user_columns for name in features):
+                    raise _NoFeatures  # nothing cached: the popular items answer
+                recs = rec.recommend(
                     user_id,
                     k,
                     exclude=exclude,
@@ -463,7 +484,14 @@ class RecommenderService(ServiceBase):
                     features=features,
                 )
                 self._log_customer(loaded, user_id, features)
-                return answer(loaded, self._body(recs, "new_customer"))
+                return self._body(recs, "new_customer")
+
+            try:
+                body, hit = await self.cached(loaded, "new_customer", user_key, new_customer)
+            except _NoFeatures:
+                pass
+            else:
+                return answer(loaded, body, hit)
         return await self._popular(loaded, rec, k, exclude, allowed_ids, cat)
 
     async def _popular(
