@@ -145,13 +145,24 @@ def decode_token(settings: Settings, token: str, kind: str) -> dict[str, Any]:
     return claims
 
 
+def _access_claims(request: Request, token: str) -> dict[str, Any]:
+    """``decode_token`` of an access token, once per request: the rate limit's key and the
+    principal read the same bearer token, and verifying it is a measurable share of a request."""
+    memo: tuple[str, dict[str, Any]] | None = getattr(request.state, "access_claims", None)
+    if memo is not None and memo[0] == token:
+        return memo[1]
+    claims = decode_token(request.app.state.settings, token, "access")
+    request.state.access_claims = (token, claims)
+    return claims
+
+
 def peek_subject(request: Request) -> str | None:
     """The verified subject of a bearer token, or None; never raises (used for rate keys)."""
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         return None
     try:
-        claims = decode_token(request.app.state.settings, header[7:], "access")
+        claims = _access_claims(request, header[7:])
     except Unauthorized:
         return None
     return str(claims["sub"])
@@ -160,7 +171,7 @@ def peek_subject(request: Request) -> str | None:
 def _principal(request: Request, token: str | None) -> Principal | None:
     if not token:
         return None
-    claims = decode_token(request.app.state.settings, token, "access")
+    claims = _access_claims(request, token)
     principal = Principal(
         subject=int(claims["sub"]), role=Role(claims["role"]), token_id=str(claims["jti"])
     )
