@@ -9,7 +9,10 @@ Staff analytics use :func:`staff_call` instead, where a missing model is a 503 p
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ DEADLINES: dict[str, float] = {
 }
 # Beyond the client's own deadline: a client that hangs anyway is cut off this much later.
 DEADLINE_GRACE_S = 0.05
+VERSION_CHECK_TIMEOUT_S = 2.0
 AREAS = ("recommend", "search", "fraud", "customers", "demand")
 
 
@@ -89,6 +93,91 @@ class AnswerCache:
         self._entries[key] = (time.monotonic() + self.ttl_s, value)
 
 
+def _version_of(result: dict[str, Any] | None) -> int | None:
+    raw = (result or {}).get("model")
+    try:
+        return int(raw["version"]) if isinstance(raw, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class ChampionAnswers:
+    """The champion models' answers, reused at the ingress while the area serves that version.
+
+    A repeated question (the same shopper's home page, a product's similar items, a popular
+    query, with the same filters and allowed products) is answered without the hop to the
+    model deployment, which costs more CPU than the rest of the request under Serve. An entry
+    is reused only while its model version is the one the area serves, as a ``version`` call
+    to the deployment said at most ``check_s`` ago (made in the background, it also keeps the
+    replicas' hot reload checking when every request is answered here). So after a promotion
+    the ingress stops reusing the old version's answers within about ``check_s`` of the
+    replica's swap, and an area whose deployment does not answer ``version`` (down, no model)
+    reuses nothing. Only champion calls whose answer does not depend on live session features
+    are reused (the routes decide), and entries live ``ttl_s`` at most.
+    """
+
+    def __init__(self, ttl_s: float = 60.0, check_s: float = 1.0, max_entries: int = 20_000):
+        self.ttl_s = ttl_s
+        self.check_s = check_s
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str, str], tuple[float, int, dict[str, Any]]] = {}
+        self._versions: dict[str, int | None] = {}
+        self._checked: dict[str, float] = {}
+        self._checks: dict[str, asyncio.Task[None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(area: str, method: str, kwargs: dict[str, Any]) -> tuple[str, str, str]:
+        """The entry of a call: the sha1 of its arguments as canonical JSON."""
+        raw = json.dumps(kwargs, sort_keys=True, separators=(",", ":"), default=str)
+        return area, method, hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+
+    def version(self, area: str) -> int | None:
+        """The version the area serves, as last seen (None: unknown, reuse nothing)."""
+        return self._versions.get(area)
+
+    def get(self, ml: MLCaller, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        """A reusable answer (marked ``cached``), or None."""
+        version = self._current(ml, key[0])
+        entry = self._entries.get(key)
+        if version is None or entry is None or entry[1] != version or entry[0] < time.monotonic():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return {**entry[2], "cached": True}
+
+    def put(self, key: tuple[str, str, str], result: dict[str, Any]) -> None:
+        """Keep a deployment's answer under the version that gave it."""
+        version = _version_of(result)
+        if version is None:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl_s, version, result)
+
+    def _current(self, ml: MLCaller, area: str) -> int | None:
+        now = time.monotonic()
+        if now - self._checked.get(area, -math.inf) >= self.check_s:
+            loop = asyncio.get_running_loop()
+            running = self._checks.get(area)
+            # One check per area at a time (a check of a loop that has closed, as a test
+            # client's per-request loop does, is forgotten).
+            if running is None or running.done() or running.get_loop() is not loop:
+                self._checked[area] = now
+                self._checks[area] = loop.create_task(self._check(ml, area))
+        return self._versions.get(area)
+
+    async def _check(self, ml: MLCaller, area: str) -> None:
+        try:
+            answer = await ml.call(area, "version", timeout_s=VERSION_CHECK_TIMEOUT_S)
+        except Exception:
+            # No model, or the deployment is unreachable: reuse nothing until it answers.
+            self._versions[area] = None
+            return
+        self._versions[area] = _version_of(answer)
+
+
 @dataclass
 class IngressState:
     """The ML side of the ingress: the client, the catalogue snapshot and the baselines."""
@@ -100,6 +189,7 @@ class IngressState:
     bm25: Bm25Fallback
     fallbacks: FallbackCounter
     suggestions: AnswerCache = field(default_factory=AnswerCache)
+    answers: ChampionAnswers = field(default_factory=ChampionAnswers)
 
 
 def ingress(request: Request) -> IngressState:
@@ -212,11 +302,28 @@ class MLOutcome:
 
 
 async def call_ml(
-    state: IngressState, area: str, method: str, *, timeout_s: float, **kwargs: Any
+    state: IngressState,
+    area: str,
+    method: str,
+    *,
+    timeout_s: float,
+    reuse: bool = False,
+    **kwargs: Any,
 ) -> MLOutcome:
-    """Call a model service within its deadline; never raises (the reason says what failed)."""
+    """Call a model service within its deadline; never raises (the reason says what failed).
+
+    ``reuse``: the call is a champion's (no A/B variant) and its answer depends only on the
+    arguments, so the ingress may answer it again from :class:`ChampionAnswers`.
+    """
     started = time.perf_counter()
-    outcome = await _guarded_call(state, area, method, timeout_s=timeout_s, **kwargs)
+    key = state.answers.key(area, method, kwargs) if reuse else None
+    found = state.answers.get(state.ml, key) if key is not None else None
+    if found is not None:
+        outcome = MLOutcome(found)
+    else:
+        outcome = await _guarded_call(state, area, method, timeout_s=timeout_s, **kwargs)
+        if key is not None and outcome.result is not None:
+            state.answers.put(key, outcome.result)
     # Predictions per model version, latency and cache hits, for /metrics (this replica).
     observe_ml_call(area, method, outcome.result, outcome.reason, time.perf_counter() - started)
     return outcome
@@ -363,6 +470,7 @@ __all__ = [
     "AREAS",
     "DEADLINES",
     "Assignment",
+    "ChampionAnswers",
     "ExperimentRef",
     "IngressState",
     "MLAnswer",

@@ -281,6 +281,9 @@ async def recommendations(
             "recommend",
             "recommend",
             timeout_s=DEADLINES["recommend"],
+            # A session's live features can change the answer of a home or cart page: only
+            # those answers are never reused at the ingress (a product page ignores them).
+            reuse=variant is None and (session_id is None or context is Context.product),
             user_id=user_id,
             session_id=session_id,
             k=k,
@@ -326,6 +329,7 @@ async def similar_products(request: Request, product_id: IntId, k: K = 10) -> Si
         "recommend",
         "similar",
         timeout_s=DEADLINES["recommend"],
+        reuse=True,
         product_id=product_id,
         k=k,
         allowed=allowed,
@@ -361,6 +365,7 @@ async def cart_complements(
         "recommend",
         "complements",
         timeout_s=DEADLINES["recommend"],
+        reuse=True,
         product_ids=in_cart,
         k=k,
         allowed=allowed,

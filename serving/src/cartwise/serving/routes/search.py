@@ -318,6 +318,7 @@ async def search(
             "search",
             "search",
             timeout_s=DEADLINES["search"],
+            reuse=variant is None,
             q=query,
             k=CANDIDATES,
             offset=0,

@@ -487,6 +487,15 @@ class ServiceBase:
                 # The champion ref now names another alias: let its first load block again.
                 self._warm.discard("champion")
 
+    async def version(self) -> dict[str, Any]:
+        """The champion version answering now (``{"model": {...}}``); raises ModelUnavailable.
+
+        The ingress asks about once a second to know which reused answers are current; the
+        call also lets the holder check its alias when no other request reaches the replica.
+        """
+        loaded = await self.model(None)
+        return {"model": loaded.info()}
+
     async def status(self) -> dict[str, Any]:
         """Model name/version/alias and load time, cache hits/misses, features, config."""
         holder = await asyncio.to_thread(self.holder.status)
