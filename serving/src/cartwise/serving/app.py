@@ -98,6 +98,10 @@ class CommerceIngress:
         app = create_app(self._overrides, ml=ml)
         # Outermost, so it sees the headers the app's own middleware added.
         app.add_middleware(SingleRequestIdHeader)
+        from cartwise.serving.runtime.heap import freeze_heap
+
+        # Imports and the app are built: full collections stop walking them (tail latency).
+        freeze_heap()
         return app
 
     def __del__(self) -> None:

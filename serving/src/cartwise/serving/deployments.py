@@ -88,6 +88,10 @@ class ModelServer:
                 await warmup()
             except Exception as exc:
                 log.warning("%s: warm-up failed: %s", self._service_path, exc)
+        from cartwise.serving.runtime.heap import freeze_heap
+
+        # The model and its libraries are loaded: full collections stop walking them.
+        freeze_heap()
 
     def _configure_server(self, config: dict[str, Any]) -> None:
         """Apply the replica's own user_config keys (batching, in subclasses)."""

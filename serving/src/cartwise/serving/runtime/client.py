@@ -122,7 +122,7 @@ class LocalMLClient:
             if building is None or (building.done() and building.exception() is not None):
                 # One build per area, shared by concurrent callers (on any event loop); it
                 # outlives a caller's deadline, so a later call finds the service ready.
-                building = _build_pool().submit(factory)
+                building = _build_pool().submit(self._built, factory)
                 self._building[area] = building
         try:
             service = await asyncio.wait_for(
@@ -134,6 +134,15 @@ class LocalMLClient:
             log.exception("building the %s service failed", area)
             raise ModelUnavailable(f"{area}: the service failed to start: {exc}") from exc
         self.services[area] = service
+        return service
+
+    @staticmethod
+    def _built(factory: Callable[[], object]) -> object:
+        """Run a service factory, then freeze the heap it loaded (see runtime.heap)."""
+        from cartwise.serving.runtime.heap import freeze_heap
+
+        service = factory()
+        freeze_heap()
         return service
 
 

@@ -1,0 +1,93 @@
+"""The start-up heap leaves garbage collection: at the ingress, in a model replica, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cartwise.serving.runtime import heap
+
+
+class TinyService:
+    """A model service that loads nothing (for ``ModelServer``)."""
+
+    def __init__(self, settings: dict[str, Any], config: dict[str, Any]) -> None:
+        self.config = config
+        self.warmed = False
+
+    async def warmup(self) -> dict[str, Any]:
+        self.warmed = True
+        return {}
+
+
+@pytest.fixture
+def freezes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Record each freeze (the real one runs: frozen objects are counted, then released)."""
+    counts: list[int] = []
+    real = heap.freeze_heap
+
+    def recording() -> int:
+        counts.append(real())
+        return counts[-1]
+
+    monkeypatch.setattr(heap, "freeze_heap", recording)
+    try:
+        yield counts
+    finally:
+        gc.unfreeze()
+
+
+def test_freeze_moves_the_live_heap_out_of_collections() -> None:
+    gc.unfreeze()
+    survivor = [object() for _ in range(1000)]
+    try:
+        frozen = heap.freeze_heap()
+        assert frozen == gc.get_freeze_count()
+        assert frozen > len(survivor)
+        # Objects made after the freeze are still tracked by ordinary collections.
+        later = [[] for _ in range(10)]
+        assert all(gc.is_tracked(x) for x in later)
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_ingress_freezes_once_its_app_is_built(freezes: list[int], settings: Any) -> None:
+    from cartwise.serving.app import CommerceIngress
+
+    build = CommerceIngress.func_or_class.__serve_build_asgi_app__  # type: ignore[attr-defined]
+    replica = SimpleNamespace(
+        _overrides={**settings.model_dump(), "feast_push_enabled": False}, _handles={}
+    )
+    app = build(replica)
+    assert app.state.ml_ingress is not None
+    assert len(freezes) == 1
+    assert freezes[0] > 0
+
+
+def test_a_model_replica_freezes_after_its_warm_up(freezes: list[int]) -> None:
+    from cartwise.serving.deployments import ModelServer
+
+    server = ModelServer(f"{__name__}:TinyService")
+    asyncio.run(server.reconfigure({"warmup": True, "alias": "champion"}))
+    assert server._service.warmed
+    assert len(freezes) == 1
+
+
+def test_the_in_process_client_freezes_after_building_a_service(freezes: list[int]) -> None:
+    from cartwise.serving.runtime.client import LocalMLClient
+
+    class Echo:
+        async def echo(self, **kwargs: Any) -> dict[str, Any]:
+            return dict(kwargs)
+
+    client = LocalMLClient(factories={"recommend": Echo})
+    answer = asyncio.run(client.call("recommend", "echo", timeout_s=5.0, x=1))
+    assert answer == {"x": 1}
+    asyncio.run(client.call("recommend", "echo", timeout_s=5.0, x=2))
+    assert len(freezes) == 1  # built, and frozen, once
