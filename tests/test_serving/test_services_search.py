@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,37 @@ def test_a_first_page_logs_the_rankers_input_for_its_top_result(service: Any, mo
     # The logged features are the ranker's input: scoring them again gives the logged score.
     x = np.asarray([[float(row[name]) for name in FEATURES]])
     assert model.predictor.rank_scores(x)[0] == pytest.approx(row["prediction"])
+
+
+def test_a_new_version_encodes_the_shops_popular_queries_at_warm_up(service: Any) -> None:
+    from sqlalchemy import text
+
+    loaded = run(service.model(None))
+    predictor = loaded.predictor
+    queries = service.popular_queries(15)
+    assert len(queries) == 15, "the shop logged searches in the last 30 days"
+    with service.engine.connect() as conn:
+        counts = dict(
+            conn.execute(
+                text(
+                    "SELECT lower(trim(query)), count(*) FROM shopper_event WHERE type = 'search'"
+                    " AND query IS NOT NULL AND received_at >= :since GROUP BY 1"
+                ),
+                {"since": datetime.now(UTC) - timedelta(days=30)},
+            ).all()
+        )
+    # The most frequent first, and none more frequent left out.
+    assert [counts[q] for q in queries] == sorted((counts[q] for q in queries), reverse=True)
+    assert counts[queries[-1]] >= sorted(counts.values(), reverse=True)[14]
+
+    predictor._qcache.clear()
+    assert service.warm_queries(predictor) > 0
+    for query in queries:
+        assert predictor.speller.correct(query) in predictor._qcache
+    # A search of one of them then encodes nothing new.
+    cached = len(predictor._qcache)
+    run(service.search(q=queries[0], k=3))
+    assert len(predictor._qcache) == cached
 
 
 def test_suggest_completes_prefixes_without_feast(overrides: dict[str, Any]) -> None:

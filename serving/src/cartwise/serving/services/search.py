@@ -15,8 +15,10 @@ A ``baseline:bm25`` variant searches with BM25 only (the lexical baseline of an 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from cartwise.serving.runtime.holder import LoadedModel
 
 FILTER_KEYS = frozenset({"category", "in_stock", "min_price", "max_price", "allowed"})
+log = logging.getLogger(__name__)
+
 # Upper bounds of the price bands (the last band is open).
 PRICE_BANDS: tuple[tuple[str, float], ...] = (
     ("<5", 5.0),
@@ -48,6 +52,7 @@ MAX_OFFSET = 1_000
 # A/B baselines served by the same predictor without the learned parts: lexical BM25 only.
 BASELINES = ("baseline:bm25",)
 MAX_QUERY = 200
+WARM_DAYS = 30
 # MiniLM encodes one short query per call. Requests run concurrently on a few shared cores, so
 # more intra-op threads only spin against each other: measured on 2 busy cores, one query took
 # ~300 ms of CPU with torch's default 2 threads and ~30 ms with 1. (Ray already gives a replica
@@ -78,7 +83,9 @@ class SearchService(ServiceBase):
     """Product search and autocomplete from ``models:/search@champion``."""
 
     area = "search"
-    defaults = {"facets": True}
+    # warm_queries: how many of the most frequent queries of the last WARM_DAYS days a new
+    # model version encodes at warm-up, off the request path (0: none).
+    defaults = {"facets": True, "warm_queries": 500}
 
     def __init__(
         self, settings: dict[str, Any] | None = None, config: dict[str, Any] | None = None
@@ -93,6 +100,46 @@ class SearchService(ServiceBase):
         predictor.index_of(0)
         limit_torch_threads()
         predictor.warmup()
+        self.warm_queries(predictor)
+
+    def popular_queries(self, limit: int) -> list[str]:
+        """The shop's most frequent search queries of the last ``WARM_DAYS`` days (the search
+        events the events API logged), most frequent first; [] if the database cannot say."""
+        from sqlalchemy import func
+        from sqlmodel import Session, col, select
+
+        from cartwise.commerce.events.models import EventType, ShopperEvent
+
+        if limit <= 0:
+            return []
+        text = func.lower(func.trim(col(ShopperEvent.query)))
+        since = datetime.now(UTC) - timedelta(days=WARM_DAYS)
+        stmt = (
+            select(text)
+            .where(col(ShopperEvent.type) == EventType.search)
+            .where(col(ShopperEvent.query).is_not(None))
+            .where(col(ShopperEvent.received_at) >= since)
+            .group_by(text)
+            .order_by(func.count().desc(), text)
+            .limit(limit)
+        )
+        try:
+            with Session(self.engine) as session:
+                return [q for q in session.exec(stmt) if q]
+        except Exception:
+            log.warning("reading popular queries failed; no query warm-up", exc_info=True)
+            return []
+
+    def warm_queries(self, predictor: SearchPredictor) -> int:
+        """Encode the popular queries (as the speller corrects them) into the predictor's
+        query-embedding cache, so their first search after a start or a promotion does not pay
+        MiniLM's ~14 ms; returns how many were encoded."""
+        queries = self.popular_queries(int(self.config["warm_queries"]))
+        corrected = list(dict.fromkeys(predictor.speller.correct(q) for q in queries))
+        if corrected:
+            predictor.embed(corrected)
+            log.info("search: encoded %d popular queries at warm-up", len(corrected))
+        return len(corrected)
 
     async def exercise(self) -> None:
         """One search with facets (reads the catalogue snapshot) and one suggestion."""
