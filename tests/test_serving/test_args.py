@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,33 @@ def test_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # A value already in the environment wins over ours.
     monkeypatch.setenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "1")
     assert serve_env("proxy")["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "1"
+
+
+def test_the_router_variable_reaches_ray_but_does_not_stay_in_the_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cartwise.serving import launch
+
+    key = "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"
+    # start_ray sets these for the session's Ray; record them so they are put back after.
+    for name in [*launch.serve_env("proxy"), "RAY_ENABLE_UV_RUN_RUNTIME_ENV"]:
+        monkeypatch.setenv(name, "recorded")
+        monkeypatch.delenv(name)
+    seen: dict[str, str | None] = {}
+
+    def init(**_: object) -> dict[str, object]:
+        seen["at_init"] = os.environ.get(key)  # what the raylet, and so the replicas, inherit
+        return {}
+
+    monkeypatch.setattr(launch, "_init_ray", init)
+    launch.start_ray(ingress="proxy")
+    assert seen["at_init"] == "0"
+    assert key not in os.environ
+    # A value the driver set itself is put back.
+    monkeypatch.setenv(key, "1")
+    launch.start_ray(ingress="proxy")
+    assert seen["at_init"] == "1"
+    assert os.environ[key] == "1"
 
 
 def test_private_ports_are_distinct() -> None:

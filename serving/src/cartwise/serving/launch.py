@@ -57,6 +57,10 @@ COMMON_ENV: dict[str, str] = {
 }
 
 
+# Serve variables meant for the replicas that the driver process must not keep.
+REPLICA_ONLY_ENV = ("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP",)
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct TCP ports free right now on ``host``."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
@@ -116,11 +120,27 @@ def start_ray(
             "ray was imported before start_ray(); RAY_* settings may not apply to this process",
             stacklevel=2,
         )
-    os.environ.update(serve_env(ingress))
+    wanted = serve_env(ingress)
+    # For the raylet (and so the replicas) only: a driver that calls deployment handles from
+    # one short-lived event loop after another (asyncio.run per call, as tests and scripts do)
+    # needs Serve's router on its own thread, which outlives those loops.
+    driver_own = {k: os.environ.get(k) for k in REPLICA_ONLY_ENV}
+    os.environ.update(wanted)
     # Under `uv run`, Ray would package the working directory and start every worker with
     # `uv run`; a local cluster shares this virtualenv, so start workers with it directly.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.update(extra_env or {})
+    try:
+        return _init_ray(num_cpus=num_cpus, dashboard=dashboard, log_to_driver=log_to_driver)
+    finally:
+        for key, value in driver_own.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _init_ray(*, num_cpus: int | None, dashboard: bool, log_to_driver: bool) -> dict[str, Any]:
     import ray
 
     if ray.is_initialized():
