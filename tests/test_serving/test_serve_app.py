@@ -154,9 +154,10 @@ def test_the_app_composes_the_ingress_and_five_model_deployments(served: Served)
     # The user_config reached the service through reconfigure.
     assert status["config"]["reload_interval_s"] == 0.5
     assert status["model"]["version"] == int(_champion(served.model_settings).version)
-    # What the ingress asks to know which of its reused answers are current.
+    # What the ingress asks to know which of its reused answers are current. This app's
+    # replicas skip warm-up, so the first call loads the model (Search's takes seconds).
     for area in ("recommend", "search"):
-        assert served.call(area, "version")["model"]["alias"] == "champion"
+        assert served.call(area, "version", timeout_s=90)["model"]["alias"] == "champion"
     assert served.call("recommend", "version")["model"]["version"] == status["model"]["version"]
 
 
