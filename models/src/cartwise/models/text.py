@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,4 +53,39 @@ def encode(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
-__all__ = ["DIM", "MODEL_NAME", "encode", "encoder", "model_path"]
+class SharedEncoder:
+    """:func:`encode` for concurrent callers (threads), combined into shared batches.
+
+    A serving process encodes one short query per request, and MiniLM's cost is mostly per
+    call: on one core, a query alone costs ~10 ms and a batch of 8 ~23 ms (2.8 ms each).
+    The :class:`~cartwise.platform.combine.Combiner` runs the texts pending when the encoder
+    is free in one call; a lone caller is encoded at once.
+    """
+
+    def __init__(self, encode_many: Callable[[Sequence[str]], np.ndarray] | None = None) -> None:
+        from cartwise.platform.combine import Combiner
+
+        many = encode_many or encode
+        self.combiner: Combiner[str, np.ndarray] = Combiner(lambda texts: list(many(texts)))
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, DIM), dtype=np.float32)
+        return np.stack(self.combiner(list(texts))).astype(np.float32, copy=False)
+
+
+@functools.cache
+def shared_encoder() -> SharedEncoder:
+    """The process's :class:`SharedEncoder` (for serving)."""
+    return SharedEncoder()
+
+
+__all__ = [
+    "DIM",
+    "MODEL_NAME",
+    "SharedEncoder",
+    "encode",
+    "encoder",
+    "model_path",
+    "shared_encoder",
+]

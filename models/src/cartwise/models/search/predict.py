@@ -16,8 +16,8 @@ A query goes through four steps:
 
 :meth:`SearchPredictor.suggest` completes prefixes from popular (correctly spelled) queries and
 product names with a sorted key array (binary search; sub-millisecond). Only the query embedding
-needs MiniLM at inference: it is loaded lazily through :func:`cartwise.models.text.encode`, never
-pickled.
+needs MiniLM at inference: it is loaded lazily through :func:`cartwise.models.text.shared_encoder`
+(concurrent searches in one process share its forward passes), never pickled.
 """
 
 from __future__ import annotations
@@ -659,9 +659,10 @@ def _top(scores: np.ndarray, k: int, *, positive: bool = False) -> np.ndarray:
 
 
 def _encoder() -> Callable[[Sequence[str]], np.ndarray]:
-    from cartwise.models.text import encode
+    # Concurrent searches (the service's worker threads) share MiniLM batches.
+    from cartwise.models.text import shared_encoder
 
-    return encode
+    return shared_encoder()
 
 
 __all__ = [
