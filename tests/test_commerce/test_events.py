@@ -258,3 +258,64 @@ def test_dispatch_contains_sink_errors() -> None:
     service.dispatch([broken, lambda rows: calls.append(len(rows))], [{"event_id": "x"}])
     service.dispatch([broken], [])
     assert calls == [1]
+
+
+def _row(**overrides: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    row: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "type": "search",
+        "session_id": "sess-combined",
+        "user_id": None,
+        "product_id": None,
+        "sku": None,
+        "query": "red mug",
+        "position": None,
+        "properties": {"n": 0},
+        "client_ts": now,
+        "received_at": now,
+    }
+    row.update(overrides)
+    return row
+
+
+def test_concurrent_request_threads_share_inserts_and_commits(
+    app: FastAPI, session: Session
+) -> None:
+    import threading
+
+    engine = app.state.engine
+    commits: list[int] = []
+
+    def count(conn: Any) -> None:
+        commits.append(1)
+
+    sa_event.listen(engine, "commit", count)
+    rows = [_row(properties={"n": i}) for i in range(40)]
+    got: dict[int, list[dict[str, Any]] | BaseException] = {}
+    start = threading.Barrier(len(rows))
+
+    def store(i: int) -> None:
+        start.wait()
+        try:
+            got[i] = service.store_combined(engine, [rows[i]])
+        except BaseException as exc:
+            got[i] = exc
+
+    try:
+        threads = [threading.Thread(target=store, args=(i,)) for i in range(len(rows))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sa_event.remove(engine, "commit", count)
+    # Every caller got back its own row, committed.
+    assert all(got[i] == [rows[i]] for i in range(len(rows))), got
+    by_id = {e.event_id: e for e in stored(session)}
+    assert all(by_id[r["event_id"]].properties == r["properties"] for r in rows)
+    # Some callers shared a commit.
+    assert 1 <= len(commits) < len(rows)
+    # A row stored again (same id) is not new, and nothing is duplicated.
+    assert service.store_combined(engine, [rows[0]]) == []
+    assert len(stored(session)) == len(rows)

@@ -6,17 +6,21 @@ The database write comes first and is committed before any sink runs, so a sink 
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import Insert, Table
+from sqlalchemy import Engine, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from cartwise.commerce.events.models import EventIn, IngestResult, ShopperEvent
+from cartwise.platform.combine import Combiner
 from cartwise.platform.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,41 @@ def store_events(*, session: Session, rows: list[dict[str, Any]]) -> list[dict[s
             inserted.discard(row["event_id"])
             new.append(row)
     return new
+
+
+# One combiner per engine: concurrent request threads' rows share an INSERT and a commit.
+_combiners: weakref.WeakKeyDictionary[Engine, Combiner[dict[str, Any], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+_combiners_lock = threading.Lock()
+MAX_COMBINED_ROWS = 1_000
+
+
+def _store_batch(engine: Engine, rows: list[dict[str, Any]]) -> list[bool]:
+    with Session(engine) as session:
+        new = {row["event_id"] for row in store_events(session=session, rows=rows)}
+    return [row["event_id"] in new for row in rows]
+
+
+def store_combined(engine: Engine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`store_events` for request threads: the rows of concurrent callers are stored
+    together, in one statement and one commit (no waiting: a lone caller stores at once).
+
+    Returns this caller's newly stored rows once they are committed. Meant for rows with
+    server-made ids (a search's own event): rows of two callers pending with the same id are
+    stored once and both callers see them as new.
+    """
+    with _combiners_lock:
+        combiner = _combiners.get(engine)
+        if combiner is None:
+            combiner = Combiner(
+                functools.partial(_store_batch, engine),
+                key=lambda row: row["event_id"],
+                max_batch=MAX_COMBINED_ROWS,
+            )
+            _combiners[engine] = combiner
+    flags = combiner(rows)
+    return [row for row, new in zip(rows, flags, strict=True) if new]
 
 
 def ingest(

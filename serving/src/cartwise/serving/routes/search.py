@@ -22,7 +22,6 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Query, Request
 from pydantic import BaseModel, Field
-from sqlmodel import Session
 
 from cartwise.commerce.deps import OptionalPrincipalDep
 from cartwise.platform.errors import PROBLEM_RESPONSES, Unprocessable
@@ -231,17 +230,18 @@ def facets(cards: Sequence[ProductCard]) -> Facets:
     )
 
 
-def store_search_event(app: FastAPI, row: dict[str, Any]) -> None:
-    """Store a search event and hand it to the app's event sinks (after the response)."""
+def store_search_event(app: FastAPI, row: dict[str, Any], *, dispatch: bool = True) -> None:
+    """Store a search event (after the response); hand it to the app's event sinks if
+    ``dispatch``. Concurrent searches' events share one INSERT and commit."""
     from cartwise.commerce.events import service as events
 
     try:
-        with Session(app.state.engine) as session:
-            new = events.store_events(session=session, rows=[row])
+        new = events.store_combined(app.state.engine, [row])
     except Exception:
         log.exception("search event %s was not stored", row["properties"].get("search_id"))
         return
-    events.dispatch(events.sinks_of(app), new)
+    if dispatch:
+        events.dispatch(events.sinks_of(app), new)
 
 
 def _model_filters(
@@ -370,6 +370,9 @@ async def search(
             "client_ts": now,
             "received_at": now,
         },
+        # Only a storefront session has session features to update (the Feast push);
+        # the made-up session of a search without one is never read.
+        dispatch=session_id is not None,
     )
     if assignment is not None:
         fields["experiment"] = assignment.ref()
