@@ -91,3 +91,49 @@ def test_the_in_process_client_freezes_after_building_a_service(freezes: list[in
     assert answer == {"x": 1}
     asyncio.run(client.call("recommend", "echo", timeout_s=5.0, x=2))
     assert len(freezes) == 1  # built, and frozen, once
+
+
+def test_freezing_again_still_frees_the_cycles_of_what_was_frozen_before() -> None:
+    import weakref
+
+    class Node:
+        other: Any = None
+
+    gc.unfreeze()
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: only the collector frees it
+        gone = weakref.ref(a)
+        heap.freeze_heap()
+        assert gc.is_tracked(a)
+        del a, b
+        gc.collect()
+        assert gone() is not None  # frozen: ordinary collections skip it
+        heap.freeze_heap()  # e.g. the next model version was prepared
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+
+
+def test_each_prepared_model_version_is_frozen_once(freezes: list[int]) -> None:
+    from cartwise.serving.services.base import ServiceBase
+
+    class Prepared(ServiceBase):
+        area = "recommend"
+
+        def __init__(self) -> None:
+            super().__init__({}, {})
+            self.prepared: list[int] = []
+
+        def prepare(self, loaded: Any) -> None:
+            self.prepared.append(loaded.version)
+
+    service = Prepared()
+    v1, v2 = SimpleNamespace(name="m", version=1), SimpleNamespace(name="m", version=2)
+    service._prepare_once(v1)  # type: ignore[arg-type]
+    service._prepare_once(v1)  # type: ignore[arg-type]
+    assert service.prepared == [1]
+    assert len(freezes) == 1
+    service._prepare_once(v2)  # type: ignore[arg-type]  # a hot reload
+    assert service.prepared == [1, 2]
+    assert len(freezes) == 2

@@ -405,6 +405,10 @@ class ServiceBase:
             except Exception:
                 # A failed warm-up only makes the first requests slower.
                 log.warning("preparing %s v%s failed", *marker, exc_info=True)
+            from cartwise.serving.runtime.heap import freeze_heap
+
+            # The version and what its warm-up built stay for good: out of the collector.
+            freeze_heap()
             self._prepared.add(marker)
             self._preparing.discard(marker)
 
