@@ -137,3 +137,49 @@ def test_each_prepared_model_version_is_frozen_once(freezes: list[int]) -> None:
     service._prepare_once(v2)  # type: ignore[arg-type]  # a hot reload
     assert service.prepared == [1, 2]
     assert len(freezes) == 2
+
+
+@pytest.fixture
+def watched(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:
+    """The collection watcher installed, with its state restored afterwards."""
+    state = heap._Watch
+    saved = (state.full_count, state.pending_full, state.slow_freezes)
+    heap.watch_collections()
+    try:
+        yield state
+    finally:
+        state.full_count, state.pending_full, state.slow_freezes = saved
+        gc.unfreeze()
+
+
+def test_a_slow_full_collection_freezes_its_survivors(
+    watched: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gc.unfreeze()
+    survivors = [[i] for i in range(10_000)]
+    monkeypatch.setattr(heap, "SLOW_FULL_COLLECTION_MS", 1e9)
+    gc.collect()
+    assert gc.get_freeze_count() == 0  # a quick collection changes nothing
+    monkeypatch.setattr(heap, "SLOW_FULL_COLLECTION_MS", 0.0)
+    before = watched.slow_freezes  # type: ignore[attr-defined]
+    gc.collect()
+    assert watched.slow_freezes == before + 1  # type: ignore[attr-defined]
+    assert gc.get_freeze_count() > len(survivors)
+    # A young collection is never the watcher's business.
+    gc.unfreeze()
+    gc.collect(0)
+    assert gc.get_freeze_count() == 0
+
+
+def test_once_frozen_survivors_pile_up_a_full_freeze_is_asked_for_and_run(
+    watched: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heap, "SLOW_FULL_COLLECTION_MS", 0.0)
+    full = heap.freeze_heap()
+    assert not heap.maybe_full_freeze()  # nothing piled up yet
+    watched.full_count = full // 2  # type: ignore[attr-defined]  # as if the heap had doubled
+    gc.collect()
+    assert watched.pending_full  # type: ignore[attr-defined]
+    assert heap.maybe_full_freeze()
+    assert not watched.pending_full  # type: ignore[attr-defined]
+    assert watched.full_count == gc.get_freeze_count()  # type: ignore[attr-defined]
