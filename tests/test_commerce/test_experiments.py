@@ -410,6 +410,25 @@ def test_running_for_is_cached_and_refreshed_on_change(
     assert service.running_for(session, "recommendations") is None
 
 
+def test_known_idle_only_when_the_cache_knows_no_experiment_runs(
+    client: TestClient, session: Session, staff: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = session.get_bind().engine
+    service.clear_cache()
+    assert not service.known_idle(engine, "recommendations")  # cold: ask
+    assert service.running_for(session, "recommendations") is None
+    assert service.known_idle(engine, "recommendations")
+    assert not service.known_idle(engine, "search")  # each surface on its own
+    client.post(URL, json=spec(), headers=staff.headers)
+    assert not service.known_idle(engine, "recommendations")  # the create dropped it
+    assert service.running_for(session, "recommendations") is not None
+    assert not service.known_idle(engine, "recommendations")  # one runs
+    service.clear_cache()
+    assert service.running_for(session, "search") is None
+    monkeypatch.setattr(service, "RUNNING_TTL_S", 0.0)
+    assert not service.known_idle(engine, "search")  # stale: ask again
+
+
 def test_log_exposure_trims_items(client: TestClient, session: Session, staff: Account) -> None:
     created = client.post(URL, json=spec(), headers=staff.headers).json()
     experiment = service.running_for(session, "recommendations")

@@ -39,6 +39,7 @@ from sqlalchemy import (
     union,
     union_all,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -228,6 +229,18 @@ def running_for(session: Session, surface: Surface | str) -> Experiment | None:
         return None
     # A detached copy: callers may read it freely without touching the shared snapshot.
     return Experiment(**copy.deepcopy(snapshot))
+
+
+def known_idle(engine: Engine, surface: Surface | str) -> bool:
+    """True if the in-process cache already knows no experiment runs on the surface.
+
+    Lets a request skip opening a session (and its thread hop) just to learn that; False
+    means "ask :func:`running_for`" (an experiment runs, or the cache is cold or stale).
+    """
+    key = (str(engine.url), Surface(surface).value)
+    with _running_lock:
+        hit = _running.get(key)
+    return hit is not None and hit[1] is None and time.monotonic() - hit[0] < RUNNING_TTL_S
 
 
 def unit_for(user_id: int | None, session_id: str | None) -> str | None:

@@ -417,6 +417,17 @@ def experiment_unit(user_id: int | None, session_id: str | None) -> str | None:
     return experiments.unit_for(user_id, session_id)
 
 
+def may_assign(engine: Engine, surface: str, unit: str | None) -> bool:
+    """Whether :func:`assign` could find an experiment for ``unit``: not when there is no
+    unit, nor when the experiments cache already knows none runs on the surface (then the
+    request needs no session for it)."""
+    if unit is None:
+        return False
+    from cartwise.commerce.experiments import service as experiments
+
+    return not experiments.known_idle(engine, surface)
+
+
 def assign(session: Session, surface: str, unit: str | None) -> Assignment | None:
     """The variant of the surface's running experiment for ``unit`` (None: no experiment)."""
     if unit is None:

@@ -37,6 +37,7 @@ from cartwise.serving.routes.common import (
     in_session,
     ingress,
     log_exposure,
+    may_assign,
     model_ref,
     product_item,
     request_id,
@@ -260,7 +261,9 @@ async def recommendations(
         return prepared
 
     needs_db = (
-        unit is not None or context is Context.cart or (exclude_purchased and user_id is not None)
+        may_assign(state.engine, SURFACE, unit)
+        or context is Context.cart
+        or (exclude_purchased and user_id is not None)
     )
     # Most anonymous home/product calls need no database at all: skip the thread hop.
     prepared = await in_session(state.engine, prepare) if needs_db else _Prepared()

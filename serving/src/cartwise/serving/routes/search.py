@@ -43,6 +43,7 @@ from cartwise.serving.routes.common import (
     in_session,
     ingress,
     log_exposure,
+    may_assign,
     model_ref,
     request_id,
 )
@@ -296,7 +297,9 @@ async def search(
     user_id = principal.subject if principal is not None else None
     unit = experiment_unit(user_id, session_id)
     assignment: Assignment | None = (
-        await in_session(state.engine, lambda s: assign(s, SURFACE, unit)) if unit else None
+        await in_session(state.engine, lambda s: assign(s, SURFACE, unit))
+        if may_assign(state.engine, SURFACE, unit)
+        else None
     )
     variant = assignment.model if assignment is not None else None
     allowed: list[int] | None = None
