@@ -204,18 +204,24 @@ def test_routes_reuse_champion_answers_but_never_a_live_sessions(
         assert [i["product_id"] for i in r.json()["items"]] == products
     assert count("recommend", "recommend") == 1
 
-    # A product page ignores the session: reused.
+    # A product page's answer (the product's similar items) is the same whoever asks, in
+    # whichever session: reused across sessions and shoppers, but not for another question.
     page = {"context": "product", "product_id": products[0], "session_id": "s-1"}
     for _ in range(2):
         assert ml.get(URL, params=page).status_code == 200
     assert count("recommend", "recommend") == 2
+    assert ml.get(URL, params={**page, "session_id": "s-2"}).status_code == 200
+    assert ml.get(URL, params=page, headers=customer.headers).status_code == 200
+    assert count("recommend", "recommend") == 2
+    assert ml.get(URL, params={**page, "k": 3}).status_code == 200
+    assert count("recommend", "recommend") == 3
 
     # A home page with a session may change with every event: asked each time.
     for _ in range(2):
         r = ml.get(URL, params={"session_id": "s-1"})
         assert r.status_code == 200
         assert r.json()["model"]["version"] == MODEL["version"]
-    assert count("recommend", "recommend") == 4
+    assert count("recommend", "recommend") == 5
 
     for _ in range(2):
         r = ml.get("/api/v1/search", params={"q": "mug"})
@@ -227,5 +233,5 @@ def test_routes_reuse_champion_answers_but_never_a_live_sessions(
     inventory.set_stock(session=session, sku=variants[1].sku, on_hand=0)
     r = ml.get(URL, headers=customer.headers)
     assert [i["product_id"] for i in r.json()["items"]] == [products[0], products[2]]
-    assert count("recommend", "recommend") == 5
+    assert count("recommend", "recommend") == 6
     assert products[1] not in fake_ml.calls_to("recommend", "recommend")[-1].kwargs["allowed"]

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -308,15 +308,22 @@ async def call_ml(
     *,
     timeout_s: float,
     reuse: bool = False,
+    reuse_key: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> MLOutcome:
     """Call a model service within its deadline; never raises (the reason says what failed).
 
     ``reuse``: the call is a champion's (no A/B variant) and its answer depends only on the
-    arguments, so the ingress may answer it again from :class:`ChampionAnswers`.
+    arguments, so the ingress may answer it again from :class:`ChampionAnswers`. The entry is
+    keyed by all ``kwargs``, or by ``reuse_key`` when only those arguments decide the answer
+    (a product page's similar items do not depend on who asks, nor on their session).
     """
     started = time.perf_counter()
-    key = state.answers.key(area, method, kwargs) if reuse else None
+    key = (
+        state.answers.key(area, method, dict(reuse_key if reuse_key is not None else kwargs))
+        if reuse
+        else None
+    )
     found = state.answers.get(state.ml, key) if key is not None else None
     if found is not None:
         outcome = MLOutcome(found)

@@ -279,21 +279,34 @@ async def recommendations(
         items = await _popular(state, snap, allowed, k, prefer_category=prefer)
         strategy, fields = POPULAR, {"model": baseline_ref(variant)}
     else:
+        category_name = categories[0].name if categories else None
         outcome = await call_ml(
             state,
             "recommend",
             "recommend",
             timeout_s=DEADLINES["recommend"],
             # A session's live features can change the answer of a home or cart page: only
-            # those answers are never reused at the ingress (a product page ignores them).
+            # those answers are never reused at the ingress. A product page's answer is the
+            # product's similar items, the same for every shopper and session.
             reuse=variant is None and (session_id is None or context is Context.product),
+            reuse_key=(
+                {
+                    "context": context.value,
+                    "product_id": product_id,
+                    "k": k,
+                    "category": category_name,
+                    "allowed": allowed,
+                }
+                if context is Context.product
+                else None
+            ),
             user_id=user_id,
             session_id=session_id,
             k=k,
             context=context.value,
             product_id=product_id if context is Context.product else None,
             cart=prepared.cart_products,
-            category=categories[0].name if categories else None,
+            category=category_name,
             exclude_purchased=exclude_purchased,
             allowed=allowed,
             variant=variant,
