@@ -31,8 +31,8 @@ def freezes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     counts: list[int] = []
     real = heap.freeze_heap
 
-    def recording() -> int:
-        counts.append(real())
+    def recording(**kwargs: Any) -> int:
+        counts.append(real(**kwargs))
         return counts[-1]
 
     monkeypatch.setattr(heap, "freeze_heap", recording)
@@ -93,7 +93,7 @@ def test_the_in_process_client_freezes_after_building_a_service(freezes: list[in
     assert len(freezes) == 1  # built, and frozen, once
 
 
-def test_freezing_again_still_frees_the_cycles_of_what_was_frozen_before() -> None:
+def test_a_full_freeze_frees_the_cycles_of_what_was_frozen_before() -> None:
     import weakref
 
     class Node:
@@ -109,7 +109,9 @@ def test_freezing_again_still_frees_the_cycles_of_what_was_frozen_before() -> No
         del a, b
         gc.collect()
         assert gone() is not None  # frozen: ordinary collections skip it
-        heap.freeze_heap()  # e.g. the next model version was prepared
+        heap.freeze_heap()  # an ordinary freeze walks only what is new
+        assert gone() is not None
+        heap.freeze_heap(full=True)  # the watcher's, once frozen objects piled up
         assert gone() is None
     finally:
         gc.unfreeze()
@@ -175,7 +177,7 @@ def test_once_frozen_survivors_pile_up_a_full_freeze_is_asked_for_and_run(
     watched: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(heap, "SLOW_FULL_COLLECTION_MS", 0.0)
-    full = heap.freeze_heap()
+    full = heap.freeze_heap(full=True)
     assert not heap.maybe_full_freeze()  # nothing piled up yet
     watched.full_count = full // 2  # type: ignore[attr-defined]  # as if the heap had doubled
     gc.collect()
