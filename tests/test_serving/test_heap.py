@@ -184,4 +184,5 @@ def test_once_frozen_survivors_pile_up_a_full_freeze_is_asked_for_and_run(
     assert watched.pending_full  # type: ignore[attr-defined]
     assert heap.maybe_full_freeze()
     assert not watched.pending_full  # type: ignore[attr-defined]
-    assert watched.full_count == gc.get_freeze_count()  # type: ignore[attr-defined]
+    # It starts counting again from the new full freeze (not the halved figure).
+    assert watched.full_count > full // 2  # type: ignore[attr-defined]
