@@ -32,6 +32,20 @@ REDIS_TEST_URL = os.environ.get("CARTWISE_TEST_REDIS_URL", "redis://127.0.0.1:63
 FAST_COMMIT = 'ALTER DATABASE "{name}" SET synchronous_commit = off'
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_heap_watch_in_the_test_process() -> Iterator[None]:
+    """Keep the collection watcher (``cartwise.serving.runtime.heap``) out of pytest's own
+    process: the in-process ML client installs it, and its freezes of this process's heap
+    (millions of objects, several seconds on a loaded machine) would land inside unrelated
+    tests. It stays on in the servers the tests start; ``test_heap`` tests it by itself."""
+    from cartwise.serving.runtime import heap
+
+    saved = heap.SLOW_FULL_COLLECTION_MS
+    heap.SLOW_FULL_COLLECTION_MS = float("inf")
+    yield
+    heap.SLOW_FULL_COLLECTION_MS = saved
+
+
 def _pg_url(dbname: str) -> str:
     base = PG_ADMIN_DSN.rsplit("/", 1)[0]
     return f"{base}/{dbname}".replace("postgresql://", "postgresql+psycopg://", 1)

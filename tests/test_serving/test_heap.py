@@ -47,8 +47,9 @@ def test_freeze_moves_the_live_heap_out_of_collections() -> None:
     survivor = [object() for _ in range(1000)]
     try:
         frozen = heap.freeze_heap()
-        assert frozen == gc.get_freeze_count()
         assert frozen > len(survivor)
+        # Still frozen now (a few objects of this busy process may have died since).
+        assert gc.get_freeze_count() > frozen // 2
         # Objects made after the freeze are still tracked by ordinary collections.
         later = [[] for _ in range(10)]
         assert all(gc.is_tracked(x) for x in later)
