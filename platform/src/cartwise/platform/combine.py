@@ -56,12 +56,12 @@ class Combiner(Generic[T, R]):
             return []
         with self._ready:
             for key, item in zip(keys, items, strict=True):
-                if key in self._pending or key in self._results:
-                    pass
-                elif self._waiting.get(key, 0) == 0:
+                # Nobody waits on it yet: pending for the next batch. Otherwise it is pending,
+                # running or done for another caller already, and this one shares it.
+                if key not in self._waiting:
                     self._pending[key] = item
+                # Counted per occurrence, as _release uncounts it.
                 self._waiting[key] = self._waiting.get(key, 0) + 1
-            # (a key repeated within ``items`` counts once per occurrence; _release matches it)
         try:
             self._run_until_done(wanted)
             with self._ready:

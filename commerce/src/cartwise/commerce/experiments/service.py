@@ -90,8 +90,12 @@ _running: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 _running_lock = threading.Lock()
 
 
+def _engine_key(engine: Engine) -> str:
+    return str(engine.url)
+
+
 def _db_key(session: Session) -> str:
-    return str(session.get_bind().engine.url)
+    return _engine_key(session.get_bind().engine)
 
 
 def _forget_running(session: Session) -> None:
@@ -237,7 +241,7 @@ def known_idle(engine: Engine, surface: Surface | str) -> bool:
     Lets a request skip opening a session (and its thread hop) just to learn that; False
     means "ask :func:`running_for`" (an experiment runs, or the cache is cold or stale).
     """
-    key = (str(engine.url), Surface(surface).value)
+    key = (_engine_key(engine), Surface(surface).value)
     with _running_lock:
         hit = _running.get(key)
     return hit is not None and hit[1] is None and time.monotonic() - hit[0] < RUNNING_TTL_S
